@@ -4,6 +4,7 @@
 
 mod args;
 mod ltx_cmd;
+mod mount_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,24 @@ enum Command {
         #[arg(long = "no-expand-env")]
         no_expand_env: bool,
     },
+    /// Mount the FUSE filesystem and serve the databases until SIGINT or SIGTERM.
+    Mount {
+        /// Configuration file (default: the first of ./litefs.yml, ~/litefs.yml, /etc/litefs.yml).
+        #[arg(long = "config", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Do not expand $VAR and ${...} in the configuration file.
+        #[arg(long = "no-expand-env")]
+        no_expand_env: bool,
+        /// Do not unmount a stale mount at fuse.dir before mounting.
+        #[arg(long = "skip-unmount")]
+        skip_unmount: bool,
+        /// Log every FUSE operation.
+        #[arg(long = "fuse.debug")]
+        fuse_debug: bool,
+        /// Log at debug level.
+        #[arg(long = "debug")]
+        debug: bool,
+    },
     /// Tools for LTX files and SQLite database files.
     #[command(subcommand)]
     Ltx(ltx_cmd::LtxCommand),
@@ -54,6 +73,34 @@ fn main() -> ExitCode {
             config,
             no_expand_env,
         } => print_config(config, no_expand_env),
+        Command::Mount {
+            config,
+            no_expand_env,
+            skip_unmount,
+            fuse_debug,
+            debug,
+        } => {
+            let config = match load_config(config, no_expand_env) {
+                Ok((_, config)) => config,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            init_logging(debug || config.log.debug || config.fuse.debug || fuse_debug);
+            let flags = mount_cmd::Flags {
+                skip_unmount,
+                fuse_debug,
+            };
+            match mount_cmd::run(config, flags) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Ltx(cmd) => match ltx_cmd::run(cmd) {
             Ok(0) => ExitCode::SUCCESS,
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -65,13 +112,33 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_config(path: Option<PathBuf>, no_expand_env: bool) -> ExitCode {
+/// Loads, expands and validates the configuration.
+fn load_config(
+    path: Option<PathBuf>,
+    no_expand_env: bool,
+) -> Result<(PathBuf, Config), litefs_config::ConfigError> {
     let opts = LoadOptions {
         expand_env: !no_expand_env,
         ..LoadOptions::default()
     };
-    let loaded = Config::load(path.as_deref(), opts).and_then(|(path, config)| {
-        config.validate()?;
+    let (path, config) = Config::load(path.as_deref(), opts)?;
+    config.validate()?;
+    Ok((path, config))
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the level.
+fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn print_config(path: Option<PathBuf>, no_expand_env: bool) -> ExitCode {
+    let loaded = load_config(path, no_expand_env).and_then(|(path, config)| {
         let yaml = config.to_yaml()?;
         Ok((path, config, yaml))
     });

@@ -138,13 +138,7 @@ impl<R: Read> Decoder<R> {
     /// Reads and validates the header.
     pub fn new(mut r: R) -> Result<Self, DecodeError> {
         let mut bytes = [0u8; HEADER_SIZE];
-        r.read_exact(&mut bytes).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => DecodeError::Truncated("header"),
-            _ => DecodeError::Io {
-                at: "header",
-                source: e,
-            },
-        })?;
+        read_part(&mut r, &mut bytes, "header")?;
         let header = Header::from_bytes(&bytes).map_err(DecodeError::Header)?;
         let mut digest = CRC64.digest();
         digest.update(&bytes);
@@ -221,13 +215,7 @@ impl<R: Read> Decoder<R> {
         };
         let mut r = body.finish()?;
         let mut bytes = [0u8; TRAILER_SIZE];
-        r.read_exact(&mut bytes).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => DecodeError::Truncated("trailer"),
-            _ => DecodeError::Io {
-                at: "trailer",
-                source: e,
-            },
-        })?;
+        read_part(&mut r, &mut bytes, "trailer")?;
         self.digest.update(&bytes[..8]);
         let computed = Checksum::from_crc(self.digest.clone().finalize());
         let stored = Checksum::new(u64::from_be_bytes(
@@ -262,6 +250,14 @@ impl<R: Read> Decoder<R> {
         }
         Ok(trailer)
     }
+}
+
+/// Reads one fixed-size part of the file that is never compressed.
+fn read_part<R: Read>(r: &mut R, buf: &mut [u8], at: &'static str) -> Result<(), DecodeError> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => DecodeError::Truncated(at),
+        _ => DecodeError::Io { at, source: e },
+    })
 }
 
 /// Reads a whole file and checks it, returning its header, trailer and page count.

@@ -1,0 +1,947 @@
+//! One database: its files under `dbs/<name>/`, the pass-through of SQLite's reads and writes,
+//! and the capture of every committed transaction into one LTX file.
+//!
+//! Commit detection, without any help from SQLite's locks:
+//! - rollback journal modes: the pages written to the database file since the last commit form
+//!   the transaction; it commits when SQLite invalidates the journal (unlink for DELETE,
+//!   truncation to zero for TRUNCATE, a zeroed header for PERSIST);
+//! - WAL mode: frames are checked as they are written, chaining SQLite's checksums; the write
+//!   that completes a valid commit frame commits the transaction. SQLite updates the WAL index
+//!   only after that write returns, so no reader or checkpointer can see an uncaptured frame.
+//!
+//! Durability: in rollback modes the LTX file is synced (when SQLite syncs) before the journal
+//! is invalidated, so a crash leaves either a hot journal (the transaction rolls back) or the
+//! LTX file. In WAL mode the WAL is the durable record: LTX files are written without a sync
+//! and synced before the WAL they were cut from is restarted, truncated or removed; on start,
+//! committed WAL transactions without an LTX file are turned into one (see `recover`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use litefs_ltx::{
+    checksum_page, format_filename, Encoder, Flags, Header, NodeId, PageNum, PageSize, Pos, TXID,
+};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::sums::PageSums;
+use crate::wal::{self, Frame, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+
+/// The files SQLite uses for one database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// The database file.
+    Database,
+    /// The rollback journal (`-journal`).
+    Journal,
+    /// The write-ahead log (`-wal`).
+    Wal,
+    /// The WAL index (`-shm`).
+    Shm,
+}
+
+impl FileKind {
+    /// Every kind, in the order a directory listing shows them.
+    pub const ALL: [FileKind; 4] = [
+        FileKind::Database,
+        FileKind::Journal,
+        FileKind::Shm,
+        FileKind::Wal,
+    ];
+
+    /// Name of the backing file inside the database's directory.
+    pub fn backing_name(self) -> &'static str {
+        match self {
+            FileKind::Database => "database",
+            FileKind::Journal => "journal",
+            FileKind::Wal => "wal",
+            FileKind::Shm => "shm",
+        }
+    }
+
+    /// Suffix SQLite adds to the database name.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            FileKind::Database => "",
+            FileKind::Journal => "-journal",
+            FileKind::Wal => "-wal",
+            FileKind::Shm => "-shm",
+        }
+    }
+}
+
+/// How the database journals, from page 1's read and write version bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalMode {
+    /// DELETE, TRUNCATE or PERSIST.
+    Rollback,
+    /// WAL.
+    Wal,
+}
+
+/// Options every database of a store shares.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    /// LZ4-compress LTX files.
+    pub compress: bool,
+    /// Recompute the whole database checksum after every commit.
+    pub strict_verify: bool,
+    /// Written into every LTX header.
+    pub node_id: NodeId,
+}
+
+/// The frames of the current WAL generation, checked as they arrive.
+#[derive(Debug)]
+struct WalTracker {
+    hdr: WalHeader,
+    /// End of the last committed (and captured) transaction.
+    committed_end: u64,
+    /// Running checksum at `committed_end`.
+    committed_sum: (u32, u32),
+    /// Valid frames after `committed_end`, not yet committed.
+    pending: Vec<Frame>,
+    /// Largest end offset written in this generation.
+    written_end: u64,
+    /// Latest committed frame of each page in this generation.
+    frames: HashMap<u32, u64>,
+}
+
+impl WalTracker {
+    fn new(hdr: WalHeader) -> Self {
+        WalTracker {
+            hdr,
+            committed_end: WAL_HEADER_SIZE,
+            committed_sum: hdr.checksum,
+            pending: Vec::new(),
+            written_end: WAL_HEADER_SIZE,
+            frames: HashMap::new(),
+        }
+    }
+
+    fn pending_end(&self) -> u64 {
+        self.pending
+            .last()
+            .map_or(self.committed_end, |f| f.offset + self.hdr.frame_size())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) db: File,
+    journal: Option<File>,
+    pub(crate) wal_file: Option<File>,
+    shm: Option<File>,
+    pub(crate) page_size: Option<PageSize>,
+    pub(crate) sums: PageSums,
+    pub(crate) pos: Pos,
+    /// Milliseconds since the epoch of the last transaction.
+    pub(crate) timestamp: i64,
+    pub(crate) mode: JournalMode,
+    /// Rollback modes: pages written since the last commit.
+    dirty: BTreeSet<u32>,
+    /// Rollback modes: SQLite synced the journal or database in this transaction.
+    synced: bool,
+    wal: Option<WalTracker>,
+    /// LTX files written without a sync (WAL mode); synced before the WAL moves on.
+    unsynced: Vec<PathBuf>,
+    /// Why the database is not served, if it is not.
+    unavailable: Option<String>,
+    /// The database exists in the mount (created and not dropped).
+    pub(crate) present: bool,
+}
+
+impl Inner {
+    /// Makes `frames` (page to frame offset) the committed frames of the WAL.
+    pub(crate) fn set_wal_frames(&mut self, hdr: WalHeader, frames: BTreeMap<u32, u64>) {
+        let mut t = WalTracker::new(hdr);
+        t.frames = frames.into_iter().collect();
+        self.wal = Some(t);
+    }
+
+    /// Forgets the WAL (after it was checkpointed and removed).
+    pub(crate) fn clear_wal(&mut self) {
+        self.wal = None;
+        self.wal_file = None;
+    }
+}
+
+/// One database of the store.
+#[derive(Debug)]
+pub struct Db {
+    name: String,
+    dir: PathBuf,
+    ltx_dir: PathBuf,
+    opts: Arc<DbOptions>,
+    inner: Mutex<Inner>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn open_rw(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
+fn open_existing(path: &Path) -> io::Result<Option<File>> {
+    match open_rw(path, false) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Page size from a database's first page, if it is a SQLite header.
+fn header_page_size(page1: &[u8]) -> Option<PageSize> {
+    if page1.len() < 100 || &page1[..16] != litefs_ltx::dbfile::SQLITE_MAGIC {
+        return None;
+    }
+    let raw = u16::from_be_bytes([page1[16], page1[17]]);
+    PageSize::new(if raw == 1 { 65536 } else { u32::from(raw) })
+}
+
+fn mode_of(page1: &[u8]) -> JournalMode {
+    if page1.len() >= 20 && page1[18] == 2 && page1[19] == 2 {
+        JournalMode::Wal
+    } else {
+        JournalMode::Rollback
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database directory `dir` and recovers it: see
+    /// [`crate::recover`].
+    pub(crate) fn open(name: &str, dir: PathBuf, opts: Arc<DbOptions>) -> Result<Db> {
+        let ltx_dir = dir.join("ltx");
+        fs::create_dir_all(&ltx_dir).map_err(Error::io("create", &ltx_dir))?;
+        let db_path = dir.join(FileKind::Database.backing_name());
+        let db = open_rw(&db_path, true).map_err(Error::io("open", &db_path))?;
+        let inner = Inner {
+            db,
+            journal: None,
+            wal_file: None,
+            shm: None,
+            page_size: None,
+            sums: PageSums::default(),
+            pos: Pos::ZERO,
+            timestamp: 0,
+            mode: JournalMode::Rollback,
+            dirty: BTreeSet::new(),
+            synced: false,
+            wal: None,
+            unsynced: Vec::new(),
+            unavailable: None,
+            present: false,
+        };
+        let db = Db {
+            name: name.to_owned(),
+            dir,
+            ltx_dir,
+            opts,
+            inner: Mutex::new(inner),
+        };
+        {
+            let mut inner = db.lock();
+            if let Err(e) = crate::recover::recover(&db, &mut inner) {
+                tracing::error!(db = %db.name, "database not served: {e}");
+                inner.unavailable = Some(e.to_string());
+            }
+        }
+        Ok(db)
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The database's directory under `dbs/`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The folder of its LTX files.
+    pub fn ltx_dir(&self) -> &Path {
+        &self.ltx_dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves nothing half-done that a later caller could
+        // observe beyond what a crash would, so keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, kind: FileKind) -> PathBuf {
+        self.dir.join(kind.backing_name())
+    }
+
+    /// The current position: last TXID and the checksum after it.
+    pub fn pos(&self) -> Pos {
+        self.lock().pos
+    }
+
+    /// Milliseconds since the epoch of the last transaction (0 if none).
+    pub fn timestamp(&self) -> i64 {
+        self.lock().timestamp
+    }
+
+    /// The journal mode the database is in.
+    pub fn mode(&self) -> JournalMode {
+        self.lock().mode
+    }
+
+    /// Size of the database in pages (0 when empty or deleted).
+    pub fn page_count(&self) -> u32 {
+        self.lock().sums.len()
+    }
+
+    /// True while the database exists in the mount: created, and not dropped since.
+    pub fn is_present(&self) -> bool {
+        self.lock().present
+    }
+
+    /// Marks the database as existing (it was created through the mount).
+    pub fn set_present(&self) {
+        self.lock().present = true;
+    }
+
+    /// Why the database is not served, if it is not.
+    pub fn unavailable(&self) -> Option<String> {
+        self.lock().unavailable.clone()
+    }
+
+    fn check_available(&self, inner: &Inner) -> Result<()> {
+        match &inner.unavailable {
+            Some(reason) => Err(Error::Unavailable {
+                db: self.name.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// True if the backing file of `kind` exists.
+    pub fn exists(&self, kind: FileKind) -> bool {
+        match kind {
+            FileKind::Database => true,
+            _ => self.path(kind).exists(),
+        }
+    }
+
+    /// Size of the backing file of `kind`.
+    pub fn size(&self, kind: FileKind) -> Result<Option<u64>> {
+        let path = self.path(kind);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", path)(e)),
+        }
+    }
+
+    /// Creates (or opens) the backing file of `kind`.
+    pub fn create(&self, kind: FileKind) -> Result<()> {
+        let mut inner = self.lock();
+        self.check_available(&inner)?;
+        self.file(&mut inner, kind, true)?;
+        Ok(())
+    }
+
+    fn file<'a>(&self, inner: &'a mut Inner, kind: FileKind, create: bool) -> Result<&'a File> {
+        let path = self.path(kind);
+        let slot = match kind {
+            FileKind::Database => return Ok(&inner.db),
+            FileKind::Journal => &mut inner.journal,
+            FileKind::Wal => &mut inner.wal_file,
+            FileKind::Shm => &mut inner.shm,
+        };
+        if slot.is_none() {
+            let f = if create {
+                Some(open_rw(&path, true).map_err(Error::io("create", &path))?)
+            } else {
+                open_existing(&path).map_err(Error::io("open", &path))?
+            };
+            *slot = f;
+        }
+        slot.as_ref()
+            .ok_or_else(|| Error::NotFound(format!("{}{}", self.name, kind.suffix())))
+    }
+
+    /// Reads from the backing file of `kind`; returns the bytes read (short at end of file).
+    pub fn read(&self, kind: FileKind, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut inner = self.lock();
+        self.check_available(&inner)?;
+        let path = self.path(kind);
+        let f = self.file(&mut inner, kind, false)?;
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read_at(&mut buf[n..], offset + n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", path)(e)),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes to the backing file of `kind`, capturing a transaction if this write commits one.
+    pub fn write(&self, kind: FileKind, offset: u64, data: &[u8]) -> Result<()> {
+        let mut inner = self.lock();
+        self.check_available(&inner)?;
+        match kind {
+            FileKind::Database => self.write_database(&mut inner, offset, data),
+            FileKind::Journal => {
+                // PERSIST invalidates the journal by zeroing its header.
+                if offset == 0 && data.len() >= 8 && data[..8].iter().all(|&b| b == 0) {
+                    self.commit_journal(&mut inner)?;
+                }
+                self.write_at(&mut inner, kind, offset, data)
+            }
+            FileKind::Wal => self.write_wal(&mut inner, offset, data),
+            FileKind::Shm => self.write_at(&mut inner, kind, offset, data),
+        }
+    }
+
+    fn write_at(&self, inner: &mut Inner, kind: FileKind, offset: u64, data: &[u8]) -> Result<()> {
+        let path = self.path(kind);
+        self.file(inner, kind, true)?
+            .write_all_at(data, offset)
+            .map_err(Error::io("write", path))
+    }
+
+    fn write_database(&self, inner: &mut Inner, offset: u64, data: &[u8]) -> Result<()> {
+        let in_rollback_txn = inner.journal.is_some() && self.path(FileKind::Journal).exists();
+        if !in_rollback_txn {
+            if inner.mode == JournalMode::Wal {
+                // A checkpoint copying committed WAL frames: the logical database (database
+                // file plus WAL) does not change.
+                return self.write_at(inner, FileKind::Database, offset, data);
+            }
+            tracing::warn!(db = %self.name, "refusing a database write without a journal");
+            return Err(Error::NoJournal(self.name.clone()));
+        }
+        if inner.page_size.is_none() && offset == 0 {
+            inner.page_size = header_page_size(data);
+        }
+        let Some(ps) = inner.page_size else {
+            return Err(Error::UnalignedWrite {
+                db: self.name.clone(),
+                offset,
+                len: data.len(),
+                page_size: 0,
+            });
+        };
+        let psz = ps.bytes();
+        if offset % psz as u64 != 0 || data.len() % psz != 0 || data.is_empty() {
+            return Err(Error::UnalignedWrite {
+                db: self.name.clone(),
+                offset,
+                len: data.len(),
+                page_size: ps.get(),
+            });
+        }
+        self.write_at(inner, FileKind::Database, offset, data)?;
+        let first = offset / psz as u64 + 1;
+        let lock_pgno = ps.lock_pgno();
+        for (i, page) in data.chunks_exact(psz).enumerate() {
+            let Some(pgno) = u32::try_from(first + i as u64).ok().and_then(PageNum::new) else {
+                continue;
+            };
+            if pgno == lock_pgno {
+                continue;
+            }
+            inner.sums.set(pgno, checksum_page(pgno, page));
+            inner.dirty.insert(pgno.get());
+        }
+        Ok(())
+    }
+
+    fn write_wal(&self, inner: &mut Inner, offset: u64, data: &[u8]) -> Result<()> {
+        if offset == 0 {
+            // A new WAL generation: the frames the unsynced LTX files could be rebuilt from are
+            // about to be overwritten.
+            self.sync_ltx(inner)?;
+            inner.wal = None;
+            self.write_at(inner, FileKind::Wal, offset, data)?;
+            if let Some(hdr) = WalHeader::parse(data) {
+                let mut t = WalTracker::new(hdr);
+                t.written_end = (data.len() as u64).max(WAL_HEADER_SIZE);
+                inner.wal = Some(t);
+                self.extend_wal(inner)?;
+            }
+            return Ok(());
+        }
+        if let Some(t) = inner.wal.as_mut() {
+            if offset < t.committed_end {
+                return Err(Error::WalOverwrite {
+                    db: self.name.clone(),
+                    offset,
+                    committed_end: t.committed_end,
+                });
+            }
+            // A write inside the checked frames (SQLite rewriting a frame of the transaction in
+            // progress) voids them from that frame on.
+            let fs = t.hdr.frame_size();
+            if offset < t.pending_end() {
+                t.pending.retain(|f| f.offset + fs <= offset);
+            }
+        }
+        self.write_at(inner, FileKind::Wal, offset, data)?;
+        if let Some(t) = inner.wal.as_mut() {
+            t.written_end = t.written_end.max(offset + data.len() as u64);
+            self.extend_wal(inner)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the frames written after the last valid one; commits when a commit frame chains.
+    fn extend_wal(&self, inner: &mut Inner) -> Result<()> {
+        let mut buf = Vec::new();
+        loop {
+            let Some(t) = inner.wal.as_ref() else {
+                return Ok(());
+            };
+            let off = t.pending_end();
+            if off + t.hdr.frame_size() > t.written_end {
+                return Ok(());
+            }
+            let seed = t.pending.last().map_or(t.committed_sum, |f| f.checksum);
+            let hdr = t.hdr;
+            let path = self.path(FileKind::Wal);
+            let file = self.file(inner, FileKind::Wal, false)?;
+            let frame = wal::read_frame(file, &hdr, off, seed, &mut buf)
+                .map_err(Error::io("read", path))?;
+            let Some(frame) = frame else {
+                return Ok(());
+            };
+            let commit = frame.commit != 0;
+            if let Some(t) = inner.wal.as_mut() {
+                t.pending.push(frame);
+            }
+            if commit {
+                self.commit_wal(inner)?;
+            }
+        }
+    }
+
+    /// Truncates the backing file of `kind`. Truncating the journal to zero commits (TRUNCATE
+    /// mode); truncating the WAL ends its generation.
+    pub fn truncate(&self, kind: FileKind, size: u64) -> Result<()> {
+        let mut inner = self.lock();
+        self.check_available(&inner)?;
+        let path = self.path(kind);
+        match kind {
+            FileKind::Journal if size == 0 => self.commit_journal(&mut inner)?,
+            FileKind::Wal => {
+                self.sync_ltx(&mut inner)?;
+                if let Some(t) = inner.wal.as_mut() {
+                    if size < t.committed_end {
+                        inner.wal = None;
+                    } else {
+                        t.written_end = t.written_end.min(size);
+                        let fs = t.hdr.frame_size();
+                        t.pending.retain(|f| f.offset + fs <= size);
+                    }
+                }
+            }
+            FileKind::Database => {
+                let in_rollback_txn =
+                    inner.journal.is_some() && self.path(FileKind::Journal).exists();
+                if in_rollback_txn {
+                    if let Some(ps) = inner.page_size {
+                        let pages = u32::try_from(size / u64::from(ps.get())).unwrap_or(u32::MAX);
+                        if pages < inner.sums.len() {
+                            inner.sums.set_len(pages);
+                            inner.dirty.retain(|&p| p <= pages);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.file(&mut inner, kind, true)?
+            .set_len(size)
+            .map_err(Error::io("truncate", path))
+    }
+
+    /// Syncs the backing file of `kind`.
+    pub fn fsync(&self, kind: FileKind) -> Result<()> {
+        let mut inner = self.lock();
+        let path = self.path(kind);
+        if matches!(kind, FileKind::Database | FileKind::Journal) {
+            inner.synced = true;
+        }
+        match self.file(&mut inner, kind, false) {
+            Ok(f) => f.sync_data().map_err(Error::io("sync", path)),
+            Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the backing file of `kind`. Removing the journal commits (DELETE mode); removing
+    /// the WAL ends its generation.
+    pub fn remove(&self, kind: FileKind) -> Result<()> {
+        let mut inner = self.lock();
+        let path = self.path(kind);
+        match kind {
+            FileKind::Journal => {
+                if inner.unavailable.is_none() {
+                    self.commit_journal(&mut inner)?;
+                }
+                inner.journal = None;
+            }
+            FileKind::Wal => {
+                self.sync_ltx(&mut inner)?;
+                inner.wal = None;
+                inner.wal_file = None;
+            }
+            FileKind::Shm => inner.shm = None,
+            FileKind::Database => return self.drop_database(&mut inner),
+        }
+        fsutil::remove_if_exists(&path).map_err(Error::io("remove", path))
+    }
+
+    /// Deletes the database: a deletion LTX (commit 0) and empty files.
+    fn drop_database(&self, inner: &mut Inner) -> Result<()> {
+        self.check_available(inner)?;
+        if inner.sums.len() == 0 && inner.pos.txid.is_zero() {
+            return Err(Error::NotFound(self.name.clone()));
+        }
+        let ps = inner.page_size.unwrap_or(PageSize::DEFAULT);
+        inner.sums.set_len(0);
+        self.write_ltx(inner, ps, 0, BTreeSet::new(), None, true)?;
+        for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
+            let path = self.path(kind);
+            fsutil::remove_if_exists(&path).map_err(Error::io("remove", path))?;
+        }
+        inner.journal = None;
+        inner.wal = None;
+        inner.wal_file = None;
+        inner.shm = None;
+        inner
+            .db
+            .set_len(0)
+            .map_err(Error::io("truncate", self.path(FileKind::Database)))?;
+        inner.page_size = None;
+        inner.mode = JournalMode::Rollback;
+        inner.present = false;
+        Ok(())
+    }
+
+    /// Captures the rollback-journal transaction whose journal is being invalidated.
+    fn commit_journal(&self, inner: &mut Inner) -> Result<()> {
+        if inner.dirty.is_empty() {
+            return Ok(());
+        }
+        let Some(ps) = inner.page_size else {
+            inner.dirty.clear();
+            return Ok(());
+        };
+        let mut page1 = vec![0u8; ps.bytes()];
+        inner
+            .db
+            .read_exact_at(&mut page1, 0)
+            .map_err(Error::io("read", self.path(FileKind::Database)))?;
+        let header_commit = u32::from_be_bytes([page1[28], page1[29], page1[30], page1[31]]);
+        let file_pages = inner
+            .db
+            .metadata()
+            .map(|m| u32::try_from(m.len() / u64::from(ps.get())).unwrap_or(u32::MAX))
+            .map_err(Error::io("stat", self.path(FileKind::Database)))?;
+        let commit = if header_commit == 0 {
+            file_pages
+        } else {
+            header_commit
+        };
+        inner.sums.set_len(commit);
+        if !inner.pos.txid.is_zero() && inner.sums.total() == inner.pos.post_apply_checksum {
+            // Every page is back as it was: a rollback by SQLite of a transaction a crashed
+            // process left behind, not a new transaction.
+            inner.dirty.clear();
+            inner.synced = false;
+            return Ok(());
+        }
+        let dirty = std::mem::take(&mut inner.dirty);
+        let durable = inner.synced;
+        self.write_ltx(inner, ps, commit, dirty, None, durable)?;
+        inner.synced = false;
+        inner.mode = mode_of(&page1);
+        Ok(())
+    }
+
+    /// Captures the WAL transaction whose commit frame just chained.
+    fn commit_wal(&self, inner: &mut Inner) -> Result<()> {
+        let Some(t) = inner.wal.as_mut() else {
+            return Ok(());
+        };
+        let frames = std::mem::take(&mut t.pending);
+        let Some(last) = frames.last().copied() else {
+            return Ok(());
+        };
+        let hdr = t.hdr;
+        let start = t.committed_end;
+        let end = last.offset + hdr.frame_size();
+        let ps = hdr.page_size;
+        let commit = last.commit;
+        // The newest frame of each page wins.
+        let mut newest: BTreeMap<u32, u64> = BTreeMap::new();
+        for f in &frames {
+            if f.pgno <= commit {
+                newest.insert(f.pgno, f.offset);
+            }
+        }
+        let wal_file = self.path(FileKind::Wal);
+        let mut page = vec![0u8; ps.bytes()];
+        for (&pgno, &off) in &newest {
+            let Some(p) = PageNum::new(pgno) else {
+                continue;
+            };
+            if p == ps.lock_pgno() {
+                continue;
+            }
+            self.file(inner, FileKind::Wal, false)?
+                .read_exact_at(&mut page, off + FRAME_HEADER_SIZE)
+                .map_err(Error::io("read", &wal_file))?;
+            inner.sums.set(p, checksum_page(p, &page));
+        }
+        inner.sums.set_len(commit);
+        inner.page_size = Some(ps);
+        let wal_fields = WalFields {
+            offset: start,
+            size: end - start,
+            salt1: hdr.salt1,
+            salt2: hdr.salt2,
+        };
+        let pages: BTreeSet<u32> = newest.keys().copied().collect();
+        if let Some(t) = inner.wal.as_mut() {
+            for (pgno, off) in newest {
+                t.frames.insert(pgno, off);
+            }
+            t.frames.retain(|&p, _| p <= commit);
+            t.committed_end = end;
+            t.committed_sum = last.checksum;
+        }
+        self.write_ltx(inner, ps, commit, pages, Some(wal_fields), false)?;
+        let mut page1 = vec![0u8; ps.bytes()];
+        if self
+            .read_logical_page(inner, PageNum::ONE, &mut page1)
+            .is_ok()
+        {
+            inner.mode = mode_of(&page1);
+        }
+        Ok(())
+    }
+}
+
+/// Where a WAL transaction's frames were, recorded in its LTX header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WalFields {
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+    pub(crate) salt1: u32,
+    pub(crate) salt2: u32,
+}
+
+impl Db {
+    /// Reads a page of the logical database: the newest committed WAL frame holding it, else
+    /// the database file; zeros past the end of the file.
+    pub(crate) fn read_logical_page(
+        &self,
+        inner: &mut Inner,
+        pgno: PageNum,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let frame = inner
+            .wal
+            .as_ref()
+            .and_then(|t| t.frames.get(&pgno.get()).copied());
+        let (kind, offset) = match frame {
+            Some(off) => (FileKind::Wal, off + FRAME_HEADER_SIZE),
+            None => (
+                FileKind::Database,
+                u64::from(pgno.get() - 1) * buf.len() as u64,
+            ),
+        };
+        let path = self.path(kind);
+        let f = self.file(inner, kind, false)?;
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read_at(&mut buf[n..], offset + n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", path)(e)),
+            }
+        }
+        buf[n..].fill(0);
+        Ok(())
+    }
+
+    /// Writes the LTX file of the next transaction: `pages` (every page for the first
+    /// transaction) up to `commit`, checked against the recorded page checksums, with the
+    /// current rolling checksum as post-apply checksum. Advances the position.
+    pub(crate) fn write_ltx(
+        &self,
+        inner: &mut Inner,
+        ps: PageSize,
+        commit: u32,
+        pages: BTreeSet<u32>,
+        wal: Option<WalFields>,
+        durable: bool,
+    ) -> Result<()> {
+        let txid = inner.pos.txid.next().unwrap_or(TXID::new(u64::MAX));
+        let snapshot = txid == TXID::ONE;
+        let lock_pgno = ps.lock_pgno();
+        let pages: Vec<PageNum> = if snapshot {
+            (1..=commit)
+                .filter_map(PageNum::new)
+                .filter(|&p| p != lock_pgno)
+                .collect()
+        } else {
+            pages
+                .into_iter()
+                .filter(|&p| p <= commit)
+                .filter_map(PageNum::new)
+                .filter(|&p| p != lock_pgno)
+                .collect()
+        };
+        let mut header = Header::new(ps, commit, txid, txid);
+        if self.opts.compress {
+            header.flags = Flags::COMPRESS_LZ4;
+        }
+        header.timestamp = now_ms();
+        header.node_id = self.opts.node_id;
+        if !snapshot {
+            header.pre_apply_checksum = inner.pos.post_apply_checksum;
+        }
+        if let Some(w) = wal {
+            header.wal_offset = i64::try_from(w.offset).unwrap_or(i64::MAX);
+            header.wal_size = i64::try_from(w.size).unwrap_or(i64::MAX);
+            header.wal_salt1 = w.salt1;
+            header.wal_salt2 = w.salt2;
+        }
+        let post = inner.sums.total();
+        let name = format_filename(txid, txid);
+        let path = self.ltx_dir.join(&name);
+        let tmp = self.ltx_dir.join(format!("{name}.tmp"));
+        let encode = |source| Error::Encode {
+            db: self.name.clone(),
+            source,
+        };
+        let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        let mut enc =
+            Encoder::new(BufWriter::with_capacity(64 << 10, file), &header).map_err(encode)?;
+        let mut buf = vec![0u8; ps.bytes()];
+        for pgno in pages {
+            self.read_logical_page(inner, pgno, &mut buf)?;
+            let actual = checksum_page(pgno, &buf);
+            let expected = inner.sums.get(pgno);
+            if actual != expected {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::PageChecksum {
+                    db: self.name.clone(),
+                    pgno: pgno.get(),
+                    actual,
+                    expected,
+                });
+            }
+            enc.encode_page(pgno, &buf).map_err(encode)?;
+        }
+        let (_, w) = enc.finish(post).map_err(encode)?;
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
+        fsutil::rename(&tmp, &path, &file, durable).map_err(Error::io("rename", &path))?;
+        if !durable {
+            inner.unsynced.push(path);
+        }
+        inner.pos = Pos::new(txid, post);
+        inner.timestamp = header.timestamp;
+        if self.opts.strict_verify {
+            self.verify_logical(inner)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the logical database's checksum from disk and compares it with the position.
+    pub(crate) fn verify_logical(&self, inner: &mut Inner) -> Result<()> {
+        let Some(ps) = inner.page_size else {
+            return Ok(());
+        };
+        let mut sum = litefs_ltx::RollingChecksum::new();
+        let mut buf = vec![0u8; ps.bytes()];
+        for n in 1..=inner.sums.len() {
+            let Some(pgno) = PageNum::new(n) else {
+                continue;
+            };
+            if pgno == ps.lock_pgno() {
+                continue;
+            }
+            self.read_logical_page(inner, pgno, &mut buf)?;
+            sum.toggle(checksum_page(pgno, &buf));
+        }
+        if sum.get() != inner.pos.post_apply_checksum {
+            return Err(Error::ChecksumMismatch {
+                db: self.name.clone(),
+                txid: inner.pos.txid,
+                actual: sum.get(),
+                expected: inner.pos.post_apply_checksum,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes every LTX file written without a sync durable.
+    fn sync_ltx(&self, inner: &mut Inner) -> Result<()> {
+        if inner.unsynced.is_empty() {
+            return Ok(());
+        }
+        for path in inner.unsynced.drain(..) {
+            match File::open(&path) {
+                Ok(f) => f.sync_data().map_err(Error::io("sync", &path))?,
+                // Removed by retention in the meantime.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("open", &path)(e)),
+            }
+        }
+        fsutil::sync_dir(&self.ltx_dir).map_err(Error::io("sync", &self.ltx_dir))
+    }
+
+    /// Makes everything written so far durable (on shutdown).
+    pub fn sync(&self) -> Result<()> {
+        let mut inner = self.lock();
+        self.sync_ltx(&mut inner)
+    }
+
+    /// Deletes LTX files last modified before `cutoff`, always keeping the newest. Returns how
+    /// many were deleted.
+    pub fn enforce_retention(&self, cutoff: SystemTime) -> Result<usize> {
+        let files = crate::recover::ltx_files(&self.ltx_dir)?;
+        let mut removed = 0;
+        for (_, _, path) in files.iter().rev().skip(1) {
+            let modified = fs::metadata(path).and_then(|m| m.modified());
+            match modified {
+                Ok(t) if t < cutoff => {
+                    fsutil::remove_if_exists(path).map_err(Error::io("remove", path))?;
+                    removed += 1;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("stat", path)(e)),
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,125 @@
+//! The store's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use litefs_ltx::{Checksum, TXID};
+
+/// What can go wrong in the store. The FUSE adapter maps each variant to one errno.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    /// An I/O error on a file of the data directory.
+    #[error("{op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// No such database or file.
+    #[error("database {0:?} does not exist")]
+    NotFound(String),
+    /// A database name that cannot be stored.
+    #[error("invalid database name {0:?}: {1}")]
+    InvalidName(String, &'static str),
+    /// A write to the database file that is not whole pages at page boundaries.
+    #[error("database {db}: write of {len} bytes at offset {offset} is not whole pages of {page_size} bytes")]
+    UnalignedWrite {
+        /// The database.
+        db: String,
+        /// Write offset.
+        offset: u64,
+        /// Write length.
+        len: usize,
+        /// Page size.
+        page_size: u32,
+    },
+    /// A database write in rollback mode with no journal: journal_mode MEMORY or OFF, which
+    /// cannot be captured and so is refused rather than silently not replicated.
+    #[error(
+        "database {0}: write without a rollback journal (journal_mode MEMORY or OFF?); \
+         only DELETE, TRUNCATE, PERSIST and WAL can be replicated"
+    )]
+    NoJournal(String),
+    /// A write over WAL frames that were already committed and captured.
+    #[error("database {db}: write at WAL offset {offset} overlaps committed frames ending at {committed_end}")]
+    WalOverwrite {
+        /// The database.
+        db: String,
+        /// Write offset.
+        offset: u64,
+        /// End of the committed frames.
+        committed_end: u64,
+    },
+    /// The database does not match its last transaction and is not served.
+    #[error(
+        "database {db}: checksum {actual} on TXID {txid} does not match LTX post-apply checksum {expected}; \
+         the database is not served"
+    )]
+    ChecksumMismatch {
+        /// The database.
+        db: String,
+        /// Its TXID.
+        txid: TXID,
+        /// The database's checksum.
+        actual: Checksum,
+        /// What the last LTX file says.
+        expected: Checksum,
+    },
+    /// The database was refused at start and is not served.
+    #[error("database {db} is not served: {reason}")]
+    Unavailable {
+        /// The database.
+        db: String,
+        /// Why.
+        reason: String,
+    },
+    /// An LTX file could not be written.
+    #[error("database {db}: encode ltx file")]
+    Encode {
+        /// The database.
+        db: String,
+        /// What went wrong.
+        #[source]
+        source: litefs_ltx::EncodeError,
+    },
+    /// An LTX file could not be read.
+    #[error("database {db}: decode {path}")]
+    Decode {
+        /// The database.
+        db: String,
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        #[source]
+        source: litefs_ltx::DecodeError,
+    },
+    /// A page's content does not match the checksum recorded when it was written.
+    #[error("database {db}: page {pgno} on disk has checksum {actual}, expected {expected}")]
+    PageChecksum {
+        /// The database.
+        db: String,
+        /// The page.
+        pgno: u32,
+        /// On disk.
+        actual: Checksum,
+        /// Recorded.
+        expected: Checksum,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}
+
+/// Result type of the store.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,33 @@
+//! Small durability helpers.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
+
+/// Flushes a directory's entries (new, renamed and removed names) to disk.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Renames `from` to `to`; with `durable`, syncs the file before and the directory after, so
+/// the new name and its contents survive a power loss.
+pub fn rename(from: &Path, to: &Path, file: &File, durable: bool) -> io::Result<()> {
+    if durable {
+        file.sync_data()?;
+    }
+    fs::rename(from, to)?;
+    if durable {
+        if let Some(dir) = to.parent() {
+            sync_dir(dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a file, treating "already gone" as success.
+pub fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,186 @@
+//! The databases under `<data.dir>/dbs/<name>/` (`database`, `journal`, `wal`, `shm`, `ltx/`):
+//! SQLite's file operations pass through here, every committed transaction becomes one LTX
+//! file, positions and rolling checksums are kept page by page, and each database is recovered
+//! on open. The store is synchronous and never touches the network; the FUSE adapter calls it
+//! from its request threads.
+
+mod db;
+mod error;
+pub mod fsutil;
+mod journal;
+mod recover;
+mod sums;
+pub mod wal;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+pub use db::{Db, DbOptions, FileKind, JournalMode};
+pub use error::{Error, Result};
+use litefs_ltx::NodeId;
+
+/// Options of a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// The data directory (`data.dir`).
+    pub data_dir: PathBuf,
+    /// LZ4-compress LTX files (`data.compress`).
+    pub compress: bool,
+    /// Recompute the full checksum after every commit (`strict-verify`).
+    pub strict_verify: bool,
+}
+
+/// All databases of one node.
+#[derive(Debug)]
+pub struct Store {
+    dbs_dir: PathBuf,
+    opts: Arc<DbOptions>,
+    dbs: RwLock<BTreeMap<String, Arc<Db>>>,
+}
+
+/// A random node id for this process (LiteFS draws one per start too).
+fn random_node_id() -> NodeId {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    NodeId::new(h.finish().max(1))
+}
+
+/// Checks that `name` can name a database: one path component, no NUL, at most 255 bytes.
+pub fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name == "." || name == ".." {
+        Some("reserved name")
+    } else if name.contains('/') {
+        Some("contains '/'")
+    } else if name.contains('\0') {
+        Some("contains NUL")
+    } else if name.len() > 255 {
+        Some("longer than 255 bytes")
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => Err(Error::InvalidName(name.to_owned(), r)),
+        None => Ok(()),
+    }
+}
+
+impl Store {
+    /// Opens the store, recovering every database found under `dbs/`. A database that fails
+    /// recovery is kept but not served (its error is logged and returned by its operations).
+    pub fn open(opts: StoreOptions) -> Result<Store> {
+        let dbs_dir = opts.data_dir.join("dbs");
+        fs::create_dir_all(&dbs_dir).map_err(Error::io("create", &dbs_dir))?;
+        let db_opts = Arc::new(DbOptions {
+            compress: opts.compress,
+            strict_verify: opts.strict_verify,
+            node_id: random_node_id(),
+        });
+        let mut dbs = BTreeMap::new();
+        for entry in fs::read_dir(&dbs_dir).map_err(Error::io("list", &dbs_dir))? {
+            let entry = entry.map_err(Error::io("list", &dbs_dir))?;
+            if !entry
+                .file_type()
+                .map_err(Error::io("stat", entry.path()))?
+                .is_dir()
+            {
+                continue;
+            }
+            let Ok(name) = entry.file_name().into_string() else {
+                tracing::warn!(path = %entry.path().display(), "skipping a database directory whose name is not UTF-8");
+                continue;
+            };
+            let db = Db::open(&name, entry.path(), db_opts.clone())?;
+            tracing::info!(db = %name, pos = %db.pos(), "opened database");
+            dbs.insert(name, Arc::new(db));
+        }
+        Ok(Store {
+            dbs_dir,
+            opts: db_opts,
+            dbs: RwLock::new(dbs),
+        })
+    }
+
+    /// The node id written into this process's LTX files.
+    pub fn node_id(&self) -> NodeId {
+        self.opts.node_id
+    }
+
+    /// The `dbs/` directory.
+    pub fn dbs_dir(&self) -> &Path {
+        &self.dbs_dir
+    }
+
+    /// A database by name.
+    pub fn db(&self, name: &str) -> Option<Arc<Db>> {
+        self.dbs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every database, by name.
+    pub fn dbs(&self) -> Vec<Arc<Db>> {
+        self.dbs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Returns the database `name`, creating its directory if it does not exist.
+    pub fn create_db(&self, name: &str) -> Result<Arc<Db>> {
+        validate_name(name)?;
+        let mut dbs = self.dbs.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = dbs.get(name) {
+            return Ok(db.clone());
+        }
+        let dir = self.dbs_dir.join(name);
+        let db = Arc::new(Db::open(name, dir, self.opts.clone())?);
+        fsutil::sync_dir(&self.dbs_dir).map_err(Error::io("sync", &self.dbs_dir))?;
+        dbs.insert(name.to_owned(), db.clone());
+        Ok(db)
+    }
+
+    /// Deletes LTX files older than `retention` (by modification time), keeping each
+    /// database's newest. Returns how many were deleted.
+    pub fn enforce_retention(&self, retention: Duration) -> usize {
+        let cutoff = SystemTime::now()
+            .checked_sub(retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut removed = 0;
+        for db in self.dbs() {
+            match db.enforce_retention(cutoff) {
+                Ok(n) => removed += n,
+                Err(e) => tracing::warn!(db = %db.name(), "failed to enforce retention: {e}"),
+            }
+        }
+        removed
+    }
+
+    /// Makes every LTX file durable (on shutdown).
+    pub fn sync(&self) -> Result<()> {
+        for db in self.dbs() {
+            db.sync()?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether an I/O error means "not there".
+pub fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}

@@ -1,0 +1,392 @@
+//! Start-up recovery of one database, before anything can open it:
+//!
+//! 1. the newest LTX file gives the position (it must verify);
+//! 2. a hot rollback journal is rolled back, as SQLite would, and an LTX file written for that
+//!    unfinished transaction is dropped (SQLite never reported it committed);
+//! 3. committed WAL transactions that have no LTX file yet (the process died between SQLite's
+//!    commit and the LTX write, or a power loss took an unsynced LTX file) become one LTX file,
+//!    then the WAL is checkpointed into the database file and removed;
+//! 4. the database file's checksum must equal the position's; if not, the LTX files that lead
+//!    from what the file holds to the position are applied again (a torn write, or a LiteFS
+//!    volume whose last transaction was still in a WAL that is gone). A database that still
+//!    does not match is not served, and the error names both checksums.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use litefs_ltx::{
+    checksum_page, parse_filename, Checksum, Decoder, Header, PageNum, PageSize, Pos, Trailer, TXID,
+};
+
+use crate::db::{Db, FileKind, Inner, WalFields};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::journal;
+use crate::sums::PageSums;
+use crate::wal::{self, FRAME_HEADER_SIZE};
+
+/// The LTX files of a directory, sorted by transaction range.
+pub(crate) fn ltx_files(dir: &Path) -> Result<Vec<(TXID, TXID, PathBuf)>> {
+    let mut files = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(Error::io("list", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Ok((min, max)) = parse_filename(name) {
+            files.push((min, max, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_ltx(db: &Db, path: &Path) -> Result<(Header, Trailer)> {
+    let f = File::open(path).map_err(Error::io("open", path))?;
+    let (h, t, _) = litefs_ltx::verify(BufReader::new(f)).map_err(|source| Error::Decode {
+        db: db.name().to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((h, t))
+}
+
+/// Checksums of the database file's first `pages` pages (zeros past its end).
+fn file_sums(file: &File, ps: PageSize, pages: u32) -> io::Result<PageSums> {
+    let mut sums = PageSums::default();
+    let mut buf = vec![0u8; ps.bytes()];
+    for n in 1..=pages {
+        let Some(pgno) = PageNum::new(n) else {
+            continue;
+        };
+        if pgno == ps.lock_pgno() {
+            sums.set_len(n);
+            continue;
+        }
+        read_page(file, u64::from(n - 1) * ps.bytes() as u64, &mut buf)?;
+        sums.set(pgno, checksum_page(pgno, &buf));
+    }
+    sums.set_len(pages);
+    Ok(sums)
+}
+
+fn read_page(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf[n..].fill(0);
+    Ok(())
+}
+
+/// Writes an LTX file's pages into the database file and sets its size, without checks: the
+/// caller compares checksums afterwards.
+fn apply_pages(db: &Db, file: &File, path: &Path) -> Result<()> {
+    let f = File::open(path).map_err(Error::io("open", path))?;
+    let decode = |source| Error::Decode {
+        db: db.name().to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let mut dec = Decoder::new(BufReader::new(f)).map_err(decode)?;
+    let h = *dec.header();
+    let mut buf = vec![0u8; h.page_size.bytes()];
+    let db_path = db.dir().join(FileKind::Database.backing_name());
+    while let Some(pgno) = dec.next_page(&mut buf).map_err(decode)? {
+        file.write_all_at(&buf, h.page_size.offset_of(pgno))
+            .map_err(Error::io("write", &db_path))?;
+    }
+    dec.finish().map_err(decode)?;
+    file.set_len(u64::from(h.commit) * u64::from(h.page_size.get()))
+        .map_err(Error::io("truncate", &db_path))?;
+    Ok(())
+}
+
+pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
+    let dir = db.dir().to_owned();
+    let ltx_dir = db.ltx_dir().to_owned();
+    fsutil::remove_if_exists(&dir.join(FileKind::Shm.backing_name()))
+        .map_err(Error::io("remove", dir.join("shm")))?;
+    for entry in fs::read_dir(&ltx_dir).map_err(Error::io("list", &ltx_dir))? {
+        let entry = entry.map_err(Error::io("list", &ltx_dir))?;
+        if entry.file_name().to_string_lossy().ends_with(".tmp") {
+            fsutil::remove_if_exists(&entry.path()).map_err(Error::io("remove", entry.path()))?;
+        }
+    }
+    let db_path = dir.join(FileKind::Database.backing_name());
+    inner.present = inner
+        .db
+        .metadata()
+        .map_err(Error::io("stat", &db_path))?
+        .len()
+        > 0;
+
+    // 1. The position.
+    let mut files = ltx_files(&ltx_dir)?;
+    let mut last: Option<(Header, Trailer)> = match files.last() {
+        Some((_, _, path)) => Some(read_ltx(db, path)?),
+        None => None,
+    };
+
+    // 2. A hot journal.
+    let journal_path = dir.join(FileKind::Journal.backing_name());
+    if let Some(j) = File::open(&journal_path)
+        .map(Some)
+        .or_else(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(Error::io("open", &journal_path))?
+    {
+        if journal::is_hot(&j).map_err(Error::io("read", &journal_path))? {
+            let rb =
+                journal::rollback(&j, &inner.db).map_err(Error::io("roll back", &journal_path))?;
+            tracing::info!(db = %db.name(), ?rb, "rolled back a hot journal");
+            if let (Some((h, t)), Some(rb)) = (last, rb) {
+                // The rolled-back transaction may have reached its LTX file before the crash.
+                let ps = h.page_size;
+                let restored = file_sums(&inner.db, ps, rb.initial_pages)
+                    .map_err(Error::io("read", &db_path))?
+                    .total();
+                if restored != t.post_apply_checksum && restored == h.pre_apply_checksum {
+                    if let Some((_, _, path)) = files.pop() {
+                        tracing::info!(db = %db.name(), path = %path.display(), "removing the LTX file of a rolled-back transaction");
+                        fsutil::remove_if_exists(&path).map_err(Error::io("remove", &path))?;
+                    }
+                    last = match files.last() {
+                        Some((_, _, path)) => Some(read_ltx(db, path)?),
+                        None => None,
+                    };
+                }
+            }
+        }
+        drop(j);
+        fsutil::remove_if_exists(&journal_path).map_err(Error::io("remove", &journal_path))?;
+    }
+    if let Some((h, t)) = last {
+        inner.pos = Pos::new(h.max_txid, t.post_apply_checksum);
+        inner.timestamp = h.timestamp;
+        inner.page_size = Some(h.page_size);
+    }
+
+    let mut page1 = [0u8; 100];
+    let have_header = inner.db.read_exact_at(&mut page1, 0).is_ok();
+    if inner.page_size.is_none() && have_header {
+        let raw = u16::from_be_bytes([page1[16], page1[17]]);
+        inner.page_size = PageSize::new(if raw == 1 { 65536 } else { u32::from(raw) });
+    }
+
+    // 3. The WAL.
+    let wal_path = dir.join(FileKind::Wal.backing_name());
+    let mut recovered_wal = false;
+    if let Some(wal_file) = File::open(&wal_path)
+        .map(Some)
+        .or_else(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(Error::io("open", &wal_path))?
+    {
+        if let Some((hdr, txns)) = wal::scan(&wal_file).map_err(Error::io("read", &wal_path))? {
+            let captured_end = match last {
+                Some((h, _))
+                    if h.wal_salt1 == hdr.salt1 && h.wal_salt2 == hdr.salt2 && h.wal_size > 0 =>
+                {
+                    (h.wal_offset + h.wal_size) as u64
+                }
+                _ => 0,
+            };
+            let ps = hdr.page_size;
+            let mut newest: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut fresh: BTreeSet<u32> = BTreeSet::new();
+            let mut first_fresh = None;
+            let mut end = 0;
+            let mut commit = 0;
+            for txn in &txns {
+                for f in &txn.frames {
+                    newest.insert(f.pgno, f.offset);
+                    if txn.end > captured_end {
+                        fresh.insert(f.pgno);
+                    }
+                }
+                if txn.end > captured_end && first_fresh.is_none() {
+                    first_fresh = Some(txn.start);
+                }
+                end = txn.end;
+                commit = txn.commit;
+            }
+            if !txns.is_empty() {
+                newest.retain(|&p, _| p <= commit);
+                // The logical database: the database file under the newest frames.
+                let file_pages = (inner
+                    .db
+                    .metadata()
+                    .map_err(Error::io("stat", &db_path))?
+                    .len()
+                    / u64::from(ps.get())) as u32;
+                let mut sums = file_sums(&inner.db, ps, file_pages.max(commit))
+                    .map_err(Error::io("read", &db_path))?;
+                let mut buf = vec![0u8; ps.bytes()];
+                for (&pgno, &off) in &newest {
+                    let Some(p) = PageNum::new(pgno) else {
+                        continue;
+                    };
+                    if p == ps.lock_pgno() {
+                        continue;
+                    }
+                    read_page(&wal_file, off + FRAME_HEADER_SIZE, &mut buf)
+                        .map_err(Error::io("read", &wal_path))?;
+                    sums.set(p, checksum_page(p, &buf));
+                }
+                sums.set_len(commit);
+                if let Some(start) = first_fresh {
+                    // Transactions SQLite committed that have no LTX file: one LTX file for
+                    // all of them, from the last recorded position to the WAL's end.
+                    inner.sums = sums;
+                    inner.page_size = Some(ps);
+                    inner.wal_file =
+                        Some(wal_file.try_clone().map_err(Error::io("open", &wal_path))?);
+                    inner.set_wal_frames(hdr, newest.clone());
+                    let n = txns.iter().filter(|t| t.end > captured_end).count();
+                    db.write_ltx(
+                        inner,
+                        ps,
+                        commit,
+                        fresh,
+                        Some(WalFields {
+                            offset: start,
+                            size: end - start,
+                            salt1: hdr.salt1,
+                            salt2: hdr.salt2,
+                        }),
+                        true,
+                    )?;
+                    tracing::info!(db = %db.name(), transactions = n, pos = %inner.pos, "recovered committed WAL transactions that had no LTX file");
+                    recovered_wal = true;
+                }
+                // Checkpoint: the newest frame of each page into the database file.
+                for (&pgno, &off) in &newest {
+                    read_page(&wal_file, off + FRAME_HEADER_SIZE, &mut buf)
+                        .map_err(Error::io("read", &wal_path))?;
+                    inner
+                        .db
+                        .write_all_at(&buf, u64::from(pgno - 1) * u64::from(ps.get()))
+                        .map_err(Error::io("write", &db_path))?;
+                }
+                inner
+                    .db
+                    .set_len(u64::from(commit) * u64::from(ps.get()))
+                    .map_err(Error::io("truncate", &db_path))?;
+                inner.db.sync_all().map_err(Error::io("sync", &db_path))?;
+            }
+        }
+        inner.clear_wal();
+        fsutil::remove_if_exists(&wal_path).map_err(Error::io("remove", &wal_path))?;
+        fsutil::sync_dir(&dir).map_err(Error::io("sync", &dir))?;
+    }
+
+    // 4. The database file against the position.
+    let Some(ps) = inner.page_size else {
+        return Ok(());
+    };
+    if inner.pos.txid.is_zero() {
+        let len = inner
+            .db
+            .metadata()
+            .map_err(Error::io("stat", &db_path))?
+            .len();
+        if len > 0 {
+            return Err(Error::Unavailable {
+                db: db.name().to_owned(),
+                reason: "the database file has data but there is no LTX file to say what it holds"
+                    .into(),
+            });
+        }
+        return Ok(());
+    }
+    let Some((h, _)) = (match files.last() {
+        Some((_, _, path)) => Some(read_ltx(db, path)?),
+        None => None,
+    }) else {
+        return Ok(());
+    };
+    let commit = h.commit;
+    let mut sums = file_sums(&inner.db, ps, commit).map_err(Error::io("read", &db_path))?;
+    if sums.total() != inner.pos.post_apply_checksum && !recovered_wal {
+        let actual = sums.total();
+        heal(db, inner, &files, actual)?;
+        sums = file_sums(&inner.db, ps, commit).map_err(Error::io("read", &db_path))?;
+        if sums.total() != inner.pos.post_apply_checksum {
+            return Err(Error::ChecksumMismatch {
+                db: db.name().to_owned(),
+                txid: inner.pos.txid,
+                actual,
+                expected: inner.pos.post_apply_checksum,
+            });
+        }
+        tracing::info!(db = %db.name(), pos = %inner.pos, "repaired the database file from its LTX files");
+    }
+    let len = inner
+        .db
+        .metadata()
+        .map_err(Error::io("stat", &db_path))?
+        .len();
+    if len != u64::from(commit) * u64::from(ps.get()) {
+        inner
+            .db
+            .set_len(u64::from(commit) * u64::from(ps.get()))
+            .map_err(Error::io("truncate", &db_path))?;
+    }
+    inner.sums = sums;
+    let mut p1 = vec![0u8; 100];
+    if inner.db.read_exact_at(&mut p1, 0).is_ok() {
+        inner.mode = if p1[18] == 2 && p1[19] == 2 {
+            crate::db::JournalMode::Wal
+        } else {
+            crate::db::JournalMode::Rollback
+        };
+    }
+    Ok(())
+}
+
+/// Applies LTX files again so that the database file reaches the position: from the newest
+/// file whose pre-apply checksum is what the file holds (or a snapshot), else the last file
+/// alone (its pages may be the ones a crash tore).
+fn heal(
+    db: &Db,
+    inner: &mut Inner,
+    files: &[(TXID, TXID, PathBuf)],
+    actual: Checksum,
+) -> Result<()> {
+    let mut from = files.len().saturating_sub(1);
+    for (i, (_, _, path)) in files.iter().enumerate().rev() {
+        let (h, _) = read_ltx(db, path)?;
+        if h.pre_apply_checksum == actual || h.is_snapshot() {
+            from = i;
+            break;
+        }
+    }
+    for (_, _, path) in &files[from..] {
+        apply_pages(db, &inner.db, path)?;
+    }
+    let db_path = db.dir().join(FileKind::Database.backing_name());
+    inner.db.sync_all().map_err(Error::io("sync", db_path))
+}
