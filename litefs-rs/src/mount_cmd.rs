@@ -60,7 +60,9 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
             dir: fuse_dir.clone(),
             allow_other: config.fuse.allow_other,
             debug: config.fuse.debug || flags.fuse_debug,
-            threads: 4,
+            threads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 8),
         },
     )
     .with_context(|| format!("mount {}", fuse_dir.display()))?;

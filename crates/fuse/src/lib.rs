@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -135,6 +135,9 @@ pub struct LiteFs {
     uid: u32,
     gid: u32,
     debug: bool,
+    /// Set once mounted: tells the kernel to forget what it cached about files the store
+    /// changed on its own.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 type OpResult<T> = Result<T, Errno>;
@@ -151,6 +154,37 @@ impl LiteFs {
             uid,
             gid,
             debug,
+            notifier: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// After a database was dropped, its other files are gone too: drop the kernel's entries
+    /// and cached pages for all of them. Runs on its own thread, because the kernel holds the
+    /// directory while the request that caused it is being answered.
+    fn forget_database(&self, name: &str) {
+        let Some(notifier) = self.notifier.get().cloned() else {
+            return;
+        };
+        let nodes: Vec<(String, INodeNo)> = [
+            Node::Data(FileKind::Database),
+            Node::Data(FileKind::Journal),
+            Node::Data(FileKind::Wal),
+            Node::Data(FileKind::Shm),
+        ]
+        .into_iter()
+        .map(|n| (format!("{name}{}", n.suffix()), self.ino(name, n)))
+        .collect();
+        let spawned = std::thread::Builder::new()
+            .name("fuse-invalidate".into())
+            .spawn(move || {
+                for (name, ino) in nodes {
+                    // ENOENT: the kernel had nothing cached.
+                    let _ = notifier.inval_entry(INodeNo::ROOT, OsStr::new(&name));
+                    let _ = notifier.inval_inode(ino, 0, 0);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("failed to start cache invalidation: {e}");
         }
     }
 
@@ -402,7 +436,12 @@ impl Filesystem for LiteFs {
             _ => Err(Errno::EACCES),
         };
         match res {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                reply.ok();
+                if node == Node::Data(FileKind::Database) {
+                    self.forget_database(db_name);
+                }
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -719,7 +758,9 @@ pub fn mount(store: Arc<Store>, opts: &MountOptions) -> io::Result<Mount> {
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
     let fs = LiteFs::new(store, opts.debug);
+    let notifier = fs.notifier.clone();
     let session = fuser::spawn_mount(fs, &dir, &config)?;
+    let _ = notifier.set(session.notifier());
     Ok(Mount {
         session: Some(session),
         dir,

@@ -422,13 +422,12 @@ impl Db {
     }
 
     fn write_database(&self, inner: &mut Inner, offset: u64, data: &[u8]) -> Result<()> {
-        let in_rollback_txn = inner.journal.is_some() && self.path(FileKind::Journal).exists();
-        if !in_rollback_txn {
-            if inner.mode == JournalMode::Wal {
-                // A checkpoint copying committed WAL frames: the logical database (database
-                // file plus WAL) does not change.
-                return self.write_at(inner, FileKind::Database, offset, data);
-            }
+        if inner.mode == JournalMode::Wal && self.path(FileKind::Wal).exists() {
+            // A checkpoint copying committed WAL frames: the logical database (database file
+            // under the WAL) does not change.
+            return self.write_at(inner, FileKind::Database, offset, data);
+        }
+        if !self.path(FileKind::Journal).exists() {
             tracing::warn!(db = %self.name, "refusing a database write without a journal");
             return Err(Error::NoJournal(self.name.clone()));
         }
@@ -557,9 +556,9 @@ impl Db {
                 }
             }
             FileKind::Database => {
-                let in_rollback_txn =
-                    inner.journal.is_some() && self.path(FileKind::Journal).exists();
-                if in_rollback_txn {
+                let checkpointing =
+                    inner.mode == JournalMode::Wal && self.path(FileKind::Wal).exists();
+                if !checkpointing {
                     if let Some(ps) = inner.page_size {
                         let pages = u32::try_from(size / u64::from(ps.get())).unwrap_or(u32::MAX);
                         if pages < inner.sums.len() {
@@ -903,20 +902,28 @@ impl Db {
         Ok(())
     }
 
-    /// Makes every LTX file written without a sync durable.
+    /// Makes every LTX file written without a sync durable: one file and its directory are
+    /// synced directly; many at once are flushed with one `syncfs` of their filesystem, which
+    /// costs far less than a sync per file.
     fn sync_ltx(&self, inner: &mut Inner) -> Result<()> {
-        if inner.unsynced.is_empty() {
-            return Ok(());
-        }
-        for path in inner.unsynced.drain(..) {
-            match File::open(&path) {
-                Ok(f) => f.sync_data().map_err(Error::io("sync", &path))?,
-                // Removed by retention in the meantime.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("open", &path)(e)),
+        match inner.unsynced.len() {
+            0 => return Ok(()),
+            1 => {
+                let path = inner.unsynced[0].clone();
+                match File::open(&path) {
+                    Ok(f) => f.sync_data().map_err(Error::io("sync", &path))?,
+                    // Removed by retention in the meantime.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("open", &path)(e)),
+                }
+                fsutil::sync_dir(&self.ltx_dir).map_err(Error::io("sync", &self.ltx_dir))?;
+            }
+            _ => {
+                fsutil::sync_filesystem(&self.ltx_dir).map_err(Error::io("sync", &self.ltx_dir))?
             }
         }
-        fsutil::sync_dir(&self.ltx_dir).map_err(Error::io("sync", &self.ltx_dir))
+        inner.unsynced.clear();
+        Ok(())
     }
 
     /// Makes everything written so far durable (on shutdown).

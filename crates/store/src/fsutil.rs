@@ -9,6 +9,19 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Flushes everything written to the filesystem holding `path` (`syncfs`).
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    let dir = File::open(path)?;
+    // SAFETY: `dir` is an open file descriptor for the duration of the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Renames `from` to `to`; with `durable`, syncs the file before and the directory after, so
 /// the new name and its contents survive a power loss.
 pub fn rename(from: &Path, to: &Path, file: &File, durable: bool) -> io::Result<()> {
