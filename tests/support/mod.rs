@@ -69,3 +69,4 @@ pub fn sqlite3(db: &Path, sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+pub mod mount;

@@ -48,6 +48,14 @@ pub fn errno(e: &Error) -> Errno {
     }
 }
 
+/// Logs a failed operation (where it is turned into an errno) and maps it.
+fn fail(op: &str, e: &Error) -> Errno {
+    if !matches!(e, Error::NotFound(_)) {
+        tracing::warn!("{op} failed: {e}");
+    }
+    errno(e)
+}
+
 /// A name in the mount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Node {
@@ -105,6 +113,12 @@ fn parse_name(name: &str) -> (&str, Node) {
         }
     }
     (name, Node::Data(FileKind::Database))
+}
+
+/// Names whose files the mount makes by itself (when their database appears).
+fn is_control_name(name: &OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| n == ".lag" || matches!(parse_name(n).1, Node::Pos | Node::Lock))
 }
 
 /// Stable inode numbers for database names, for the life of the mount.
@@ -313,7 +327,10 @@ impl LiteFs {
             _ => return Err(Errno::EPERM),
         };
         let db = if kind == FileKind::Database {
-            let db = self.store.create_db(db_name).map_err(|e| errno(&e))?;
+            let db = self
+                .store
+                .create_db(db_name)
+                .map_err(|e| fail("create", &e))?;
             db.set_present();
             db
         } else {
@@ -321,7 +338,7 @@ impl LiteFs {
             if !db.is_present() {
                 return Err(Errno::ENOENT);
             }
-            db.create(kind).map_err(|e| errno(&e))?;
+            db.create(kind).map_err(|e| fail("create", &e))?;
             db
         };
         let (attr, _) = self.node_attr(&db, node)?.ok_or(Errno::EIO)?;
@@ -355,7 +372,11 @@ impl Filesystem for LiteFs {
         }
         match self.lookup_name(name) {
             Ok(Some((attr, ttl))) => reply.entry(&ttl, &attr, fuser::Generation(0)),
-            // Inode 0 tells the kernel to remember that the name does not exist.
+            // Control files appear without the kernel seeing a create: never cache their
+            // absence.
+            Ok(None) if is_control_name(name) => reply.error(Errno::ENOENT),
+            // Inode 0 tells the kernel to remember that the name does not exist; any create of
+            // it goes through the kernel, which then forgets that.
             Ok(None) => {
                 let mut attr = self.attr(INodeNo(0), 0, UNIX_EPOCH, 0);
                 attr.nlink = 0;
@@ -407,7 +428,9 @@ impl Filesystem for LiteFs {
         let res = self.resolve(ino).and_then(|(db, node)| {
             if let Some(size) = size {
                 match node {
-                    Node::Data(kind) => db.truncate(kind, size).map_err(|e| errno(&e))?,
+                    Node::Data(kind) => {
+                        db.truncate(kind, size).map_err(|e| fail("truncate", &e))?
+                    }
                     _ => return Err(Errno::EACCES),
                 }
             }
@@ -432,7 +455,7 @@ impl Filesystem for LiteFs {
             return reply.error(Errno::ENOENT);
         };
         let res = match node {
-            Node::Data(kind) => db.remove(kind).map_err(|e| errno(&e)),
+            Node::Data(kind) => db.remove(kind).map_err(|e| fail("unlink", &e)),
             _ => Err(Errno::EACCES),
         };
         match res {
@@ -484,7 +507,9 @@ impl Filesystem for LiteFs {
         let res = self.resolve(ino).and_then(|(db, node)| match node {
             Node::Data(kind) => {
                 let mut buf = vec![0u8; size as usize];
-                let n = db.read(kind, offset, &mut buf).map_err(|e| errno(&e))?;
+                let n = db
+                    .read(kind, offset, &mut buf)
+                    .map_err(|e| fail("read", &e))?;
                 buf.truncate(n);
                 Ok(buf)
             }
@@ -514,7 +539,7 @@ impl Filesystem for LiteFs {
             format_args!("{ino} offset={offset} len={}", data.len()),
         );
         let res = self.resolve(ino).and_then(|(db, node)| match node {
-            Node::Data(kind) => db.write(kind, offset, data).map_err(|e| errno(&e)),
+            Node::Data(kind) => db.write(kind, offset, data).map_err(|e| fail("write", &e)),
             Node::Pos => Err(Errno::EACCES),
             Node::Lock => Err(Errno::EIO),
         });
@@ -544,7 +569,7 @@ impl Filesystem for LiteFs {
         reply: ReplyEmpty,
     ) {
         let res = self.resolve(ino).and_then(|(db, node)| match node {
-            Node::Data(kind) => db.fsync(kind).map_err(|e| errno(&e)),
+            Node::Data(kind) => db.fsync(kind).map_err(|e| fail("fsync", &e)),
             _ => Ok(()),
         });
         match res {

@@ -414,10 +414,18 @@ impl Db {
         }
     }
 
+    /// Writes to an existing backing file. Only `create` makes files: the kernel writes back
+    /// a mapped `-shm` after SQLite unlinked it, and that must not bring the file back.
     fn write_at(&self, inner: &mut Inner, kind: FileKind, offset: u64, data: &[u8]) -> Result<()> {
         let path = self.path(kind);
-        self.file(inner, kind, true)?
-            .write_all_at(data, offset)
+        let file = match self.file(inner, kind, false) {
+            Ok(f) => f,
+            // Pages of an unlinked index: on a local filesystem they would go to the orphaned
+            // inode and vanish with it.
+            Err(Error::NotFound(_)) if kind == FileKind::Shm => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        file.write_all_at(data, offset)
             .map_err(Error::io("write", path))
     }
 
@@ -570,7 +578,7 @@ impl Db {
             }
             _ => {}
         }
-        self.file(&mut inner, kind, true)?
+        self.file(&mut inner, kind, false)?
             .set_len(size)
             .map_err(Error::io("truncate", path))
     }

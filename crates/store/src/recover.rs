@@ -133,12 +133,28 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
         .len()
         > 0;
 
-    // 1. The position.
+    // 1. The position: the newest LTX file that verifies. Newer files that do not verify
+    //    (an LTX file a power loss cut short before it was synced) are moved to `ltx/invalid/`,
+    //    never deleted; what they held is rebuilt from the WAL below if SQLite committed it.
     let mut files = ltx_files(&ltx_dir)?;
-    let mut last: Option<(Header, Trailer)> = match files.last() {
-        Some((_, _, path)) => Some(read_ltx(db, path)?),
-        None => None,
-    };
+    let mut last: Option<(Header, Trailer)> = None;
+    while let Some((_, _, path)) = files.last() {
+        match read_ltx(db, path) {
+            Ok(ht) => {
+                last = Some(ht);
+                break;
+            }
+            Err(e @ Error::Decode { .. }) => {
+                let invalid = ltx_dir.join("invalid");
+                fs::create_dir_all(&invalid).map_err(Error::io("create", &invalid))?;
+                let to = invalid.join(path.file_name().unwrap_or_default());
+                tracing::warn!(db = %db.name(), from = %path.display(), to = %to.display(), "moving aside an LTX file that does not verify: {e}");
+                fs::rename(path, &to).map_err(Error::io("rename", path))?;
+                files.pop();
+            }
+            Err(e) => return Err(e),
+        }
+    }
 
     // 2. A hot journal.
     let journal_path = dir.join(FileKind::Journal.backing_name());
@@ -303,7 +319,8 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
         fsutil::sync_dir(&dir).map_err(Error::io("sync", &dir))?;
     }
 
-    // 4. The database file against the position.
+    // 4. The database file against the position (whose last file step 3 may have written).
+    let files = ltx_files(&ltx_dir)?;
     let Some(ps) = inner.page_size else {
         return Ok(());
     };

@@ -1,0 +1,1014 @@
+//! The FUSE mount end to end: a real `litefs-rs mount` process, real SQLite clients (the
+//! `sqlite3` CLI, rusqlite in this process, Python's `sqlite3` module) writing through it in
+//! every journal mode, and the LTX files, positions and database files checked against each
+//! other (LiteFS's fuse/file_system_test.go and cmd/litefs/mount_test.go scenarios).
+//!
+//! Every test runs as root (FUSE), with its own temporary mount point and data directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::mount::{line_channel, wait_deadline, Client, MountedNode, NodeOptions, Rng};
+
+/// Runs `sql` with `client` on database `db` in journal mode `mode`, expects success and
+/// exactly `delta` new transactions (TXIDs). Returns the client's output.
+fn step(node: &MountedNode, db: &str, client: Client, mode: &str, sql: &str, delta: u64) -> String {
+    let before = node.txid_or_zero(db);
+    let out = client
+        .run(&node.db_path(db), Some(mode), sql)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{client:?} in {mode} mode on {db}: {sql}\n{e}\n--- log ---\n{}",
+                node.log()
+            )
+        });
+    let after = node.txid_or_zero(db);
+    assert_eq!(
+        after,
+        before + delta,
+        "{client:?} in {mode} mode: `{sql}` moved the TXID of {db} from {before} to {after}, \
+         expected +{delta}\n--- log ---\n{}",
+        node.log()
+    );
+    out
+}
+
+/// Puts a new database into `mode`: switching to WAL is one transaction (it writes page 1);
+/// the rollback modes are per connection and write nothing. Returns the TXID afterwards.
+fn init_mode(node: &MountedNode, db: &str, mode: &str) -> u64 {
+    let delta = u64::from(mode == "wal");
+    step(node, db, Client::Cli, mode, "SELECT 1;", delta);
+    delta
+}
+
+fn count(node: &MountedNode, db: &str, table: &str) -> u64 {
+    Client::Rusqlite
+        .run(
+            &node.db_path(db),
+            None,
+            &format!("SELECT count(*) FROM {table};"),
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios, each run in every journal mode (see `per_mode!` at the bottom).
+// ---------------------------------------------------------------------------------------------
+
+/// TXID grows by exactly one per write transaction, and not at all for reads, empty
+/// `BEGIN IMMEDIATE; COMMIT` and rollbacks (TestFileSystem_OK/NoWrite/Rollback/BeginImmediate),
+/// with each of the three clients. Afterwards everything is consistent.
+fn txid_per_transaction(mode: &str) {
+    let node = MountedNode::start();
+    let mut txid = init_mode(&node, "db", mode);
+    step(
+        &node,
+        "db",
+        Client::Python,
+        mode,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);",
+        1,
+    );
+    txid += 1;
+    let mut rows = 0u64;
+    for client in Client::ALL {
+        let tx = |sql: &str, delta: u64| step(&node, "db", client, mode, sql, delta);
+        tx("INSERT INTO t (v) VALUES ('autocommit');", 1);
+        tx(
+            "BEGIN; INSERT INTO t (v) VALUES ('a'); INSERT INTO t (v) VALUES ('b'); COMMIT;",
+            1,
+        );
+        rows += 3;
+        let out = tx("SELECT count(*) FROM t;", 0);
+        assert_eq!(out.trim(), rows.to_string(), "{client:?}");
+        tx("BEGIN; SELECT count(*) FROM t; COMMIT;", 0);
+        tx("BEGIN; SELECT count(*) FROM t; ROLLBACK;", 0);
+        tx("BEGIN IMMEDIATE; COMMIT;", 0);
+        tx("BEGIN EXCLUSIVE; COMMIT;", 0);
+        tx("BEGIN IMMEDIATE; SELECT count(*) FROM t; COMMIT;", 0);
+        tx(
+            "BEGIN; INSERT INTO t (v) VALUES ('rolled back'); ROLLBACK;",
+            0,
+        );
+        tx(
+            "BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ('x'); UPDATE t SET v = 'y'; ROLLBACK;",
+            0,
+        );
+        // An UPDATE that matches nothing writes nothing.
+        tx("UPDATE t SET v = 'none' WHERE id < 0;", 0);
+        tx(
+            "BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ('after begin immediate'); COMMIT;",
+            1,
+        );
+        rows += 1;
+        txid += 3;
+        assert_eq!(node.txid("db"), txid);
+    }
+    assert_eq!(count(&node, "db", "t"), rows);
+    let pos = node.check_consistent("db");
+    assert_eq!(pos.txid.get(), txid);
+}
+
+/// VACUUM after inserting 1000 rows of 500 bytes and deleting them (TestFileSystem_Vacuum):
+/// the database shrinks, and every step is one transaction.
+fn vacuum(mode: &str) {
+    let node = MountedNode::start();
+    init_mode(&node, "db", mode);
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        mode,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        1,
+    );
+    step(
+        &node,
+        "db",
+        Client::Rusqlite,
+        mode,
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000) \
+         INSERT INTO t (v) SELECT randomblob(500) FROM c;",
+        1,
+    );
+    let big = node.check_consistent("db");
+    let (big_info, _) = litefs_ltx::dbfile::checksum_file(&node.db_path("db")).unwrap();
+    assert!(big_info.page_count > 100, "{big_info:?}");
+    step(&node, "db", Client::Python, mode, "DELETE FROM t;", 1);
+    step(&node, "db", Client::Cli, mode, "VACUUM;", 1);
+    let pos = node.check_consistent("db");
+    assert_eq!(pos.txid.get(), big.txid.get() + 2);
+    let (info, _) = litefs_ltx::dbfile::checksum_file(&node.db_path("db")).unwrap();
+    assert!(
+        info.page_count < 5,
+        "VACUUM did not shrink the database: {info:?} (was {big_info:?})"
+    );
+    assert_eq!(count(&node, "db", "t"), 0);
+    step(
+        &node,
+        "db",
+        Client::Rusqlite,
+        mode,
+        "INSERT INTO t (v) VALUES ('after vacuum');",
+        1,
+    );
+    node.check_consistent("db");
+}
+
+/// `PRAGMA cache_size=10`, 1000 rows of 800 bytes in one transaction, then an update of every
+/// row: the journal (or WAL) spills mid-transaction, and the TXID still moves by exactly two
+/// (TestFileSystem_MultipleJournalSegments).
+fn multiple_journal_segments(mode: &str) {
+    let node = MountedNode::start();
+    init_mode(&node, "db", mode);
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        mode,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        1,
+    );
+    let before = node.txid("db");
+    step(
+        &node,
+        "db",
+        Client::Python,
+        mode,
+        "PRAGMA cache_size = 10; BEGIN; \
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000) \
+         INSERT INTO t (v) SELECT randomblob(800) FROM c; COMMIT;",
+        1,
+    );
+    step(
+        &node,
+        "db",
+        Client::Rusqlite,
+        mode,
+        "PRAGMA cache_size = 10; UPDATE t SET v = randomblob(800);",
+        1,
+    );
+    assert_eq!(node.txid("db"), before + 2);
+    assert_eq!(count(&node, "db", "t"), 1000);
+    node.check_consistent("db");
+}
+
+/// A rolled-back transaction that spilled pages (`cache_size=2`) leaves the rows unchanged and
+/// the position consistent with the file (TestMultiNode_Halt/RollbackWithWrittenWAL, on one
+/// node).
+fn rollback_after_spill(mode: &str) {
+    let node = MountedNode::start();
+    init_mode(&node, "db", mode);
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        mode,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        1,
+    );
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        mode,
+        "INSERT INTO t (v) VALUES (randomblob(100));",
+        1,
+    );
+    let before = node.check_consistent("db");
+    for client in Client::ALL {
+        client
+            .run(
+                &node.db_path("db"),
+                Some(mode),
+                "PRAGMA cache_size = 2; BEGIN; \
+                 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50) \
+                 INSERT INTO t (v) SELECT randomblob(2000) FROM c; ROLLBACK;",
+            )
+            .unwrap_or_else(|e| panic!("{client:?}: {e}\n--- log ---\n{}", node.log()));
+        assert_eq!(count(&node, "db", "t"), 1, "{client:?}");
+        let pos = node.check_consistent("db");
+        // Rolling back pages that reached the database file puts the old pages back; the
+        // logical database is unchanged, so a TXID for it must carry the same checksum.
+        assert_eq!(
+            pos.post_apply_checksum, before.post_apply_checksum,
+            "{client:?}: the rollback changed the database checksum"
+        );
+        assert_eq!(
+            pos.txid, before.txid,
+            "{client:?}: a rolled-back transaction produced a TXID (an LTX file)"
+        );
+    }
+}
+
+/// Page sizes 512 and 65536 (TestMultiNode_NonStandardPageSize), two databases in one mount.
+fn page_sizes(mode: &str) {
+    let node = MountedNode::start();
+    for ps in [512u32, 65536] {
+        let db = format!("db{ps}");
+        let db = db.as_str();
+        // The page size must be set before the first write, so before switching to WAL.
+        let create = format!(
+            "PRAGMA page_size = {ps}; PRAGMA journal_mode = {mode}; \
+             CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);"
+        );
+        let before = node.txid_or_zero(db);
+        Client::Rusqlite
+            .run(&node.db_path(db), None, &create)
+            .unwrap_or_else(|e| panic!("{db}: {e}\n--- log ---\n{}", node.log()));
+        assert_eq!(node.txid(db), before + 1 + u64::from(mode == "wal"), "{db}");
+        step(
+            &node,
+            db,
+            Client::Python,
+            mode,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) \
+             INSERT INTO t (v) SELECT randomblob(700) FROM c;",
+            1,
+        );
+        step(
+            &node,
+            db,
+            Client::Cli,
+            mode,
+            "UPDATE t SET v = randomblob(50) WHERE id % 3 = 0;",
+            1,
+        );
+        step(
+            &node,
+            db,
+            Client::Rusqlite,
+            mode,
+            "DELETE FROM t WHERE id > 200;",
+            1,
+        );
+        let out = step(&node, db, Client::Cli, mode, "PRAGMA page_size;", 0);
+        assert_eq!(out.trim(), ps.to_string());
+        assert_eq!(count(&node, db, "t"), 200);
+        node.check_consistent(db);
+        for f in node.ltx_files(db) {
+            let (hdr, _, _) = litefs_ltx::verify(fs::File::open(&f).unwrap()).unwrap();
+            assert_eq!(hdr.page_size.get(), ps, "{}", f.display());
+        }
+    }
+}
+
+/// Several databases in one mount, written in turn, each with its own TXID sequence.
+fn several_databases(mode: &str) {
+    let node = MountedNode::start();
+    let dbs = ["alpha.db", "beta", "gamma-db.sqlite"];
+    for db in dbs {
+        init_mode(&node, db, mode);
+        step(
+            &node,
+            db,
+            Client::Cli,
+            mode,
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);",
+            1,
+        );
+    }
+    for round in 0..3 {
+        for (i, db) in dbs.iter().enumerate() {
+            let client = Client::ALL[(round + i) % 3];
+            let sql = format!("INSERT INTO t (v) VALUES ('{db} {round}');");
+            step(&node, db, client, mode, &sql, 1);
+        }
+    }
+    let base = u64::from(mode == "wal") + 1;
+    for db in dbs {
+        assert_eq!(count(&node, db, "t"), 3);
+        assert_eq!(node.check_consistent(db).txid.get(), base + 3, "{db}");
+    }
+    let ls = node.ls();
+    for db in dbs {
+        assert!(ls.contains(&db.to_owned()), "{ls:?}");
+        assert!(ls.contains(&format!("{db}-pos")), "{ls:?}");
+    }
+}
+
+/// `rm` of a database through the mount (connections closed) drops it; a database of the
+/// same name can be created again and starts empty (TestSingleNode_DropDB). LiteFS records
+/// the drop as one deletion LTX file (commit 0), so TXIDs go on from there.
+fn drop_and_recreate(mode: &str) {
+    let mut node = MountedNode::start();
+    init_mode(&node, "db", mode);
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        mode,
+        "CREATE TABLE old (v TEXT);",
+        1,
+    );
+    step(
+        &node,
+        "db",
+        Client::Python,
+        mode,
+        "INSERT INTO old VALUES ('a'), ('b');",
+        1,
+    );
+    let before = node.check_consistent("db");
+
+    fs::remove_file(node.db_path("db")).unwrap_or_else(|e| {
+        panic!(
+            "rm of the database through the mount: {e}\n--- log ---\n{}",
+            node.log()
+        )
+    });
+    let ls = node.ls();
+    assert!(
+        !ls.iter().any(|n| n.starts_with("db")),
+        "after rm, ls still shows {ls:?}"
+    );
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let p = node.mnt().join(format!("db{suffix}"));
+        assert!(
+            !p.exists(),
+            "{} exists after rm of the database",
+            p.display()
+        );
+    }
+    let files = node.ltx_files("db");
+    let last = files.last().expect("ltx files");
+    let (hdr, trailer, pages) = litefs_ltx::verify(fs::File::open(last).unwrap()).unwrap();
+    assert_eq!(
+        hdr.max_txid.get(),
+        before.txid.get() + 1,
+        "deletion LTX file"
+    );
+    assert_eq!(hdr.commit, 0, "deletion LTX file has commit 0");
+    assert_eq!(pages, 0);
+    assert_eq!(
+        trailer.post_apply_checksum,
+        litefs_ltx::Checksum::EMPTY_DATABASE
+    );
+
+    // The same name again: a new, empty database.
+    // Read without setting the journal mode: switching a new database to WAL writes.
+    let out = Client::Rusqlite
+        .run(
+            &node.db_path("db"),
+            None,
+            "SELECT count(*) FROM sqlite_master;",
+        )
+        .unwrap();
+    assert_eq!(out.trim(), "0", "the re-created database is not empty");
+    let txid = node.txid_or_zero("db");
+    assert!(
+        txid == 0 || txid == before.txid.get() + 1,
+        "reading the dropped database moved its TXID to {txid}"
+    );
+    if mode == "wal" {
+        Client::Cli
+            .run(&node.db_path("db"), Some("wal"), "SELECT 1;")
+            .unwrap();
+    }
+    let wal = u64::from(mode == "wal");
+    Client::Python
+        .run(
+            &node.db_path("db"),
+            Some(mode),
+            "CREATE TABLE new (v TEXT); INSERT INTO new VALUES ('c');",
+        )
+        .unwrap();
+    let pos = node.check_consistent("db");
+    assert_eq!(pos.txid.get(), before.txid.get() + 1 + wal + 2);
+    let out = Client::Cli
+        .run(
+            &node.db_path("db"),
+            Some(mode),
+            "SELECT name FROM sqlite_master;",
+        )
+        .unwrap();
+    assert_eq!(out.trim(), "new");
+
+    node.restart();
+    assert_eq!(node.pos("db"), pos);
+    node.check_consistent("db");
+    let out = Client::Cli
+        .run(&node.db_path("db"), Some(mode), "SELECT v FROM new;")
+        .unwrap();
+    assert_eq!(out.trim(), "c");
+}
+
+/// Rows and positions survive a clean restart; TXIDs go on from there.
+fn restart_keeps_rows_and_pos(mode: &str) {
+    let mut node = MountedNode::start();
+    init_mode(&node, "db", mode);
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        mode,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        1,
+    );
+    for client in Client::ALL {
+        step(
+            &node,
+            "db",
+            client,
+            mode,
+            "INSERT INTO t (v) VALUES (randomblob(3000));",
+            1,
+        );
+    }
+    let pos = node.check_consistent("db");
+    let contents = "SELECT count(*), sum(length(v)), group_concat(hex(v)) FROM t;";
+    let sum = Client::Cli
+        .run(&node.db_path("db"), Some(mode), contents)
+        .unwrap();
+    for round in 0..2 {
+        node.restart();
+        assert_eq!(node.pos("db"), pos, "position changed by restart {round}");
+        assert_eq!(node.check_consistent("db"), pos);
+        let again = Client::Cli
+            .run(&node.db_path("db"), Some(mode), contents)
+            .unwrap();
+        assert_eq!(again, sum, "rows changed by restart {round}");
+    }
+    step(
+        &node,
+        "db",
+        Client::Rusqlite,
+        mode,
+        "INSERT INTO t (v) VALUES ('after restart');",
+        1,
+    );
+    let after = node.check_consistent("db");
+    assert_eq!(after.txid.get(), pos.txid.get() + 1);
+    node.restart();
+    assert_eq!(node.pos("db"), after);
+    assert_eq!(count(&node, "db", "t"), 4);
+    node.stop();
+}
+
+/// `ls` of the mount lists what LiteFS lists (TestFileSystem_ReadDir): each database and its
+/// `-pos`, plus `-journal`, `-wal` and `-shm` while those files exist; `.lag` is a dot file.
+fn readdir(mode: &str) {
+    let node = MountedNode::start();
+    let mut conns = Vec::new();
+    for db in ["db0", "db1"] {
+        let conn = rusqlite::Connection::open(node.db_path(db)).unwrap();
+        let _: String = conn
+            .query_row(&format!("PRAGMA journal_mode = {mode}"), [], |r| r.get(0))
+            .unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        conns.push(conn);
+    }
+    let open_suffixes: &[&str] = match mode {
+        "delete" => &["", "-pos"],
+        "truncate" | "persist" => &["", "-journal", "-pos"],
+        "wal" => &["", "-pos", "-shm", "-wal"],
+        _ => unreachable!(),
+    };
+    let want = |suffixes: &[&str]| -> Vec<String> {
+        ["db0", "db1"]
+            .iter()
+            .flat_map(|db| suffixes.iter().map(move |s| format!("{db}{s}")))
+            .collect()
+    };
+    assert_eq!(node.ls(), want(open_suffixes), "ls with open connections");
+
+    let out = Command::new("ls")
+        .arg("-a")
+        .arg(node.mnt())
+        .output()
+        .unwrap();
+    let all: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(all.contains(&".lag".to_owned()), "ls -a: {all:?}");
+    assert!(
+        !all.contains(&".primary".to_owned()),
+        "ls -a on the primary: {all:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(node.mnt().join(".lag")).unwrap(),
+        "+000000000\n"
+    );
+    assert_eq!(fs::metadata(node.mnt().join("db0-pos")).unwrap().len(), 34);
+
+    drop(conns);
+    // Closing the last connection checkpoints and removes the WAL and the shm; the
+    // rollback journals stay as they were.
+    let closed_suffixes: &[&str] = match mode {
+        "delete" | "wal" => &["", "-pos"],
+        _ => &["", "-journal", "-pos"],
+    };
+    assert_eq!(node.ls(), want(closed_suffixes), "ls after closing");
+    for db in ["db0", "db1"] {
+        node.check_consistent(db);
+    }
+}
+
+/// journal_mode=MEMORY and OFF keep no journal file, so LiteFS cannot see the transaction: a
+/// write must fail with an error instead of changing the database without an LTX file, from
+/// whichever mode the database was in before (leaving WAL for MEMORY or OFF rewrites page 1
+/// without a journal, so that must fail too).
+fn no_journal_writes_fail(mode: &str) {
+    let node = MountedNode::start();
+    init_mode(&node, "db", mode);
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        mode,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        1,
+    );
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        mode,
+        "INSERT INTO t (v) VALUES ('before');",
+        1,
+    );
+    node.check_consistent("db");
+    let mut failures = Vec::new();
+    for bad in ["memory", "off"] {
+        for client in Client::ALL {
+            for write in [
+                "INSERT INTO t (v) VALUES ('no journal');",
+                "PRAGMA cache_size = 2; BEGIN; \
+                 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50) \
+                 INSERT INTO t (v) SELECT randomblob(2000) FROM c; COMMIT;",
+            ] {
+                let before = node.pos("db");
+                let rows_before = count(&node, "db", "t");
+                // The first output line is the journal mode SQLite actually switched to.
+                let sql = format!("PRAGMA journal_mode = {bad}; {write}");
+                let res = client.run(&node.db_path("db"), Some(mode), &sql);
+                let pos = node.pos("db");
+                let rows = count(&node, "db", "t");
+                let sum = node.db_checksum("db");
+                let what = format!("{client:?}, {mode} then `{sql}`");
+                let mut wrong = Vec::new();
+                match &res {
+                    Ok(out) if out.lines().next() == Some(bad) => {
+                        wrong.push(format!("the write succeeded in journal_mode={bad}"));
+                    }
+                    Ok(out) => {
+                        // SQLite did not switch (it answers with the mode it kept): then the
+                        // write is an ordinary transaction and must be captured as one.
+                        eprintln!("{what}: SQLite stayed in {:?}", out.lines().next());
+                        if pos.txid.get() != before.txid.get() + 1 {
+                            wrong.push(format!(
+                                "SQLite kept journal_mode {:?} and committed, but the TXID moved \
+                                 {} -> {}",
+                                out.lines().next(),
+                                before.txid,
+                                pos.txid
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("{what}: failed as expected: {}", e.trim());
+                        if !(e.contains("disk I/O error") || e.contains("readonly")) {
+                            wrong.push(format!("unexpected error {e:?}"));
+                        }
+                        if pos.txid != before.txid {
+                            wrong.push(format!("TXID moved {} -> {}", before.txid, pos.txid));
+                        }
+                        if rows != rows_before {
+                            wrong.push(format!("rows {rows_before} -> {rows}"));
+                        }
+                    }
+                }
+                if sum != pos.post_apply_checksum {
+                    wrong.push(format!(
+                        "database file (checksum {sum}) no longer matches -pos {pos}"
+                    ));
+                }
+                if !wrong.is_empty() {
+                    failures.push(format!("{what}: {}", wrong.join("; ")));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "writes without a journal:\n{}\n--- log ---\n{}",
+        failures.join("\n"),
+        node.log()
+    );
+    // The database still works in its own mode.
+    step(
+        &node,
+        "db",
+        Client::Python,
+        mode,
+        "INSERT INTO t (v) VALUES ('after');",
+        1,
+    );
+    node.check_consistent("db");
+}
+
+macro_rules! per_mode {
+    ($mode:ident: $($scenario:ident),* $(,)?) => {
+        mod $mode {
+            $(
+                #[test]
+                fn $scenario() {
+                    super::$scenario(stringify!($mode));
+                }
+            )*
+        }
+    };
+}
+
+per_mode!(delete: txid_per_transaction, vacuum, multiple_journal_segments, rollback_after_spill,
+    page_sizes, several_databases, drop_and_recreate, restart_keeps_rows_and_pos, readdir,
+    no_journal_writes_fail);
+per_mode!(truncate: txid_per_transaction, vacuum, multiple_journal_segments, rollback_after_spill,
+    page_sizes, several_databases, drop_and_recreate, restart_keeps_rows_and_pos, readdir,
+    no_journal_writes_fail);
+per_mode!(persist: txid_per_transaction, vacuum, multiple_journal_segments, rollback_after_spill,
+    page_sizes, several_databases, drop_and_recreate, restart_keeps_rows_and_pos, readdir,
+    no_journal_writes_fail);
+per_mode!(wal: txid_per_transaction, vacuum, multiple_journal_segments, rollback_after_spill,
+    page_sizes, several_databases, drop_and_recreate, restart_keeps_rows_and_pos, readdir,
+    no_journal_writes_fail, checkpoints);
+
+// ---------------------------------------------------------------------------------------------
+// WAL only.
+// ---------------------------------------------------------------------------------------------
+
+/// `PRAGMA wal_checkpoint(PASSIVE|FULL|RESTART|TRUNCATE)` is not blocked (busy = 0), moves no
+/// TXID, leaves the database file equal to the position, and writes after it keep working
+/// (TestFileSystem_Checkpoint). The writer's connection stays open throughout; the checkpoint
+/// runs on it, or on another client's connection.
+fn checkpoints(mode: &str) {
+    assert_eq!(mode, "wal");
+    let node = MountedNode::start();
+    let conn = rusqlite::Connection::open(node.db_path("db")).unwrap();
+    let jm: String = conn
+        .query_row("PRAGMA journal_mode = wal", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(jm, "wal");
+    assert_eq!(node.txid("db"), 1);
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);")
+        .unwrap();
+    let mut txid = 2;
+    assert_eq!(node.txid("db"), txid);
+    let checkpointers = [
+        ("PASSIVE", None),
+        ("FULL", Some(Client::Cli)),
+        ("RESTART", None),
+        ("TRUNCATE", Some(Client::Python)),
+        ("PASSIVE", Some(Client::Python)),
+        ("TRUNCATE", None),
+        ("RESTART", Some(Client::Cli)),
+    ];
+    for (kind, client) in checkpointers {
+        conn.execute("INSERT INTO t (v) VALUES (randomblob(5000))", [])
+            .unwrap();
+        txid += 1;
+        assert_eq!(node.txid("db"), txid);
+        let sql = format!("PRAGMA wal_checkpoint({kind});");
+        let out = match client {
+            None => support::mount::rusqlite_script(&conn, &sql),
+            Some(c) => c.run(&node.db_path("db"), None, &sql),
+        }
+        .unwrap_or_else(|e| panic!("{kind} by {client:?}: {e}\n--- log ---\n{}", node.log()));
+        let cols: Vec<i64> = out.trim().split('|').map(|c| c.parse().unwrap()).collect();
+        assert_eq!(cols[0], 0, "{kind} by {client:?} was blocked: {out}");
+        assert_eq!(
+            cols[1], cols[2],
+            "{kind} by {client:?} did not copy every frame: {out}"
+        );
+        assert_eq!(node.txid("db"), txid, "{kind} moved the TXID");
+        assert_eq!(
+            node.db_checksum("db"),
+            node.pos("db").post_apply_checksum,
+            "{kind} by {client:?}: database file != position after a full checkpoint"
+        );
+        if kind == "TRUNCATE" {
+            let wal = node.mnt().join("db-wal");
+            assert_eq!(fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+        }
+        // Writes after the checkpoint, from this connection and from another client.
+        conn.execute("UPDATE t SET v = randomblob(100) WHERE id = 1", [])
+            .unwrap();
+        txid += 1;
+        step(
+            &node,
+            "db",
+            Client::Cli,
+            "wal",
+            "INSERT INTO t (v) VALUES ('other');",
+            1,
+        );
+        txid += 1;
+    }
+    conn.close().unwrap();
+    let pos = node.check_consistent("db");
+    assert_eq!(pos.txid.get(), txid);
+    assert_eq!(count(&node, "db", "t"), 14);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compression, and the crash loop.
+// ---------------------------------------------------------------------------------------------
+
+/// With `data.compress: true` the LTX files are LZ4-compressed and still verify and chain.
+#[test]
+fn compressed_ltx_files() {
+    let mut node = MountedNode::start_with(NodeOptions {
+        compress: true,
+        ..NodeOptions::default()
+    });
+    for (db, mode) in [("rollback", "delete"), ("wal", "wal")] {
+        init_mode(&node, db, mode);
+        step(&node, db, Client::Cli, mode, "CREATE TABLE t (v BLOB);", 1);
+        step(
+            &node,
+            db,
+            Client::Python,
+            mode,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200) \
+             INSERT INTO t SELECT zeroblob(1000) FROM c;",
+            1,
+        );
+        node.check_consistent(db);
+    }
+    node.restart();
+    node.check_consistent("rollback");
+    node.check_consistent("wal");
+}
+
+/// The writer for the crash loop: inserts ids `start, start+1, ...` in autocommit
+/// transactions and prints each id once its commit has returned.
+const CRASH_WRITER: &str = r#"
+import sqlite3, sys
+db, mode, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
+con = sqlite3.connect(db, isolation_level=None, timeout=10)
+con.execute("PRAGMA journal_mode=" + mode).fetchall()
+con.execute("PRAGMA synchronous=FULL")
+for i in range(start, start + 100000):
+    con.execute("INSERT INTO t (id, v) VALUES (?, randomblob(abs(random()) % 3000))", (i,))
+    print(i, flush=True)
+"#;
+
+/// `kill -9` of the mount while a writer commits, then restart, 20 times: every acknowledged
+/// row is there, the database is intact, `-pos` equals the database file, and the LTX files
+/// verify and are contiguous.
+fn crash_loop(mode: &str) {
+    const CYCLES: usize = 20;
+    const BUDGET: Duration = Duration::from_secs(50);
+    let started = Instant::now();
+    let mut rng = Rng::from_env_or_time();
+    let mut node = MountedNode::start();
+    let setup = init_mode(&node, "db", mode) + 1;
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        mode,
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        1,
+    );
+    let mut acked: BTreeSet<u64> = BTreeSet::new();
+    let mut next_id = 1u64;
+    let mut problems: Vec<String> = Vec::new();
+    let mut in_flight_kept = 0;
+    let mut cycles = 0;
+    for cycle in 1..=CYCLES {
+        if started.elapsed() > BUDGET {
+            break;
+        }
+        let target = rng.range(1, 40) as usize;
+        let mut writer = Command::new("python3")
+            .arg("-c")
+            .arg(CRASH_WRITER)
+            .arg(node.db_path("db"))
+            .arg(mode)
+            .arg(next_id.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = line_channel(&mut writer);
+        let mut this_cycle = Vec::new();
+        let until = Instant::now() + Duration::from_secs(10);
+        while this_cycle.len() < target {
+            let left = until.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => this_cycle.push(line.trim().parse::<u64>().unwrap()),
+                Err(_) => {
+                    let _ = writer.kill();
+                    let out = writer.wait_with_output().unwrap();
+                    panic!(
+                        "cycle {cycle}: the writer stopped after {} of {target} commits: {}\n\
+                         --- log ---\n{}",
+                        this_cycle.len(),
+                        String::from_utf8_lossy(&out.stderr),
+                        node.log()
+                    );
+                }
+            }
+        }
+        // Jitter, so that the kill lands anywhere in the next commit, not only at its start.
+        std::thread::sleep(Duration::from_micros(rng.range(0, 3000)));
+        node.kill9();
+        if wait_deadline(&mut writer, Duration::from_secs(10)).is_none() {
+            let _ = writer.kill();
+            problems.push(format!("cycle {cycle}: the writer hung after the kill"));
+            let _ = writer.wait();
+        }
+        // Commits that returned between the kill and the writer's first error count too.
+        while let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
+            this_cycle.push(line.trim().parse::<u64>().unwrap());
+        }
+        acked.extend(&this_cycle);
+        let last_acked = *this_cycle.last().unwrap();
+
+        node.start_again();
+        let pos = node.pos("db");
+        // Start-up recovery leaves the WAL checkpointed (LiteFS: DB.Open -> recover), so the
+        // database file alone is at the position before any client connects.
+        let sum = node.db_checksum("db");
+        if sum != pos.post_apply_checksum {
+            problems.push(format!(
+                "cycle {cycle}: right after restart, before any client: -pos {pos} != database \
+                 checksum {sum} ({:?})",
+                litefs_ltx::dbfile::checksum_file(&node.db_path("db")).map(|(i, _)| i)
+            ));
+        }
+        let conn = rusqlite::Connection::open(node.db_path("db")).unwrap();
+        let ic: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cycle {cycle}: integrity_check: {e}\n{}\n--- log ---\n{}",
+                    problems.join("\n"),
+                    node.log()
+                )
+            });
+        let ids: Vec<u64> = conn
+            .prepare("SELECT id FROM t ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        conn.close().unwrap();
+        if ic != "ok" {
+            problems.push(format!("cycle {cycle}: integrity_check: {ic}"));
+        }
+        let after = node.pos("db");
+        if after != pos {
+            problems.push(format!(
+                "cycle {cycle}: reading moved -pos {pos} -> {after}"
+            ));
+        }
+        let sum = node.db_checksum("db");
+        if sum != after.post_apply_checksum {
+            problems.push(format!(
+                "cycle {cycle}: -pos {after} != database checksum {sum} after restart"
+            ));
+        }
+        node.check_ltx_chain("db", after);
+        let present: BTreeSet<u64> = ids.iter().copied().collect();
+        let missing: Vec<u64> = this_cycle
+            .iter()
+            .filter(|id| !present.contains(id))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "cycle {cycle}: acknowledged ids {missing:?} missing after kill -9 and restart \
+                 (writer acknowledged {}..={last_acked}, TXID after restart {})",
+                this_cycle[0], after.txid
+            ));
+        }
+        let all_missing = acked.iter().filter(|id| !present.contains(id)).count();
+        if all_missing > missing.len() {
+            problems.push(format!(
+                "cycle {cycle}: ids acknowledged in earlier cycles are gone ({all_missing})"
+            ));
+        }
+        let max = ids.last().copied().unwrap_or(0);
+        if ids != (1..=max).collect::<Vec<_>>() {
+            problems.push(format!("cycle {cycle}: ids are not 1..={max}"));
+        }
+        if ids.len() as u64 + setup != after.txid.get() {
+            problems.push(format!(
+                "cycle {cycle}: {} rows but TXID {} (expected rows + {setup})",
+                ids.len(),
+                after.txid
+            ));
+        }
+        if max > last_acked {
+            in_flight_kept += 1;
+        }
+        next_id = max.max(last_acked) + 1;
+        cycles = cycle;
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "crash loop ({mode}): {cycles} kill -9 cycles in {elapsed:.1?}, {} acknowledged commits, \
+         {} rows at the end; the unacknowledged in-flight commit survived {in_flight_kept} kills",
+        acked.len(),
+        count(&node, "db", "t")
+    );
+    println!("crash loop ({mode}): {cycles} cycles in {elapsed:.1?}");
+    assert!(
+        problems.is_empty(),
+        "crash loop ({mode}), {cycles} cycles:\n{}\n--- log ---\n{}",
+        problems.join("\n"),
+        node.log()
+    );
+    assert_eq!(cycles, CYCLES, "the crash loop ran out of time");
+    node.stop();
+}
+
+#[test]
+fn crash_loop_wal() {
+    crash_loop("wal");
+}
+
+#[test]
+fn crash_loop_delete() {
+    crash_loop("delete");
+}
+
+/// Looking up `<db>-pos` (or the database) before the database exists must not hide it once
+/// the database is created: the first client to check for a database often does exactly that.
+#[test]
+fn names_looked_up_before_create_appear_after() {
+    let node = MountedNode::start();
+    for name in ["db", "db-pos"] {
+        let p = node.mnt().join(name);
+        assert!(!p.exists(), "{name} before the database exists");
+    }
+    Client::Cli
+        .run(&node.db_path("db"), Some("delete"), "CREATE TABLE t (x);")
+        .unwrap();
+    assert!(node.ls().contains(&"db-pos".to_owned()), "{:?}", node.ls());
+    let pos = node.mnt().join("db-pos");
+    match fs::read_to_string(&pos) {
+        Ok(text) => assert_eq!(text.len(), 34, "{text:?}"),
+        Err(e) => panic!(
+            "db-pos is listed but cannot be opened after a lookup before the database \
+             existed: {e}"
+        ),
+    }
+    node.check_consistent("db");
+}
