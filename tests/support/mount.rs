@@ -40,6 +40,10 @@ pub struct NodeOptions {
     pub compress: bool,
     /// Pass `--debug` (debug-level log).
     pub debug: bool,
+    /// `data.retention` (a Go duration such as `"1s"`); `None` leaves LiteFS's default (10m).
+    pub retention: Option<&'static str>,
+    /// `data.retention-monitor-interval`; `None` leaves LiteFS's default (1m).
+    pub retention_monitor_interval: Option<&'static str>,
 }
 
 impl Default for NodeOptions {
@@ -48,6 +52,8 @@ impl Default for NodeOptions {
             strict_verify: true,
             compress: false,
             debug: false,
+            retention: None,
+            retention_monitor_interval: None,
         }
     }
 }
@@ -149,8 +155,15 @@ impl MountedNode {
     }
 
     fn write_config(&self) {
+        let mut retention = String::new();
+        if let Some(r) = self.opts.retention {
+            writeln!(retention, "  retention: {r}").unwrap();
+        }
+        if let Some(i) = self.opts.retention_monitor_interval {
+            writeln!(retention, "  retention-monitor-interval: {i}").unwrap();
+        }
         let yaml = format!(
-            "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n  compress: {compress}\n\
+            "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n  compress: {compress}\n{retention}\
              strict-verify: {strict}\nlease:\n  type: static\n  candidate: true\n",
             mnt = self.mnt().display(),
             data = self.data().display(),
@@ -700,5 +713,28 @@ impl Rng {
     /// Uniform in `lo..=hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo + 1)
+    }
+}
+
+impl MountedNode {
+    /// Like [`MountedNode::start_with`], but `prepare` runs on the (not yet existing) data
+    /// directory path before the first start, e.g. to copy in a data directory LiteFS wrote.
+    pub fn start_prepared(opts: NodeOptions, prepare: impl FnOnce(&Path)) -> MountedNode {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("litefs-mount-")
+            .tempdir()
+            .expect("create tempdir");
+        let mut node = MountedNode {
+            dir,
+            opts,
+            child: None,
+            starts: 0,
+        };
+        fs::create_dir_all(node.mnt()).unwrap();
+        node.write_config();
+        prepare(&node.data());
+        node.spawn();
+        node
     }
 }

@@ -51,7 +51,7 @@ pub fn errno(e: &Error) -> Errno {
 /// Logs a failed operation (where it is turned into an errno) and maps it.
 fn fail(op: &str, e: &Error) -> Errno {
     if !matches!(e, Error::NotFound(_)) {
-        tracing::warn!("{op} failed: {e}");
+        tracing::warn!("{op} failed: {}", litefs_store::error_chain(e));
     }
     errno(e)
 }

@@ -255,8 +255,9 @@ impl Db {
         {
             let mut inner = db.lock();
             if let Err(e) = crate::recover::recover(&db, &mut inner) {
-                tracing::error!(db = %db.name, "database not served: {e}");
-                inner.unavailable = Some(e.to_string());
+                let reason = crate::error::chain(&e);
+                tracing::error!(db = %db.name, "database not served: {reason}");
+                inner.unavailable = Some(reason);
             }
         }
         Ok(db)

@@ -123,3 +123,15 @@ impl Error {
 
 /// Result type of the store.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its sources, `: `-separated, for logs and messages read by people.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

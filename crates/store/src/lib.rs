@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 pub use db::{Db, DbOptions, FileKind, JournalMode};
-pub use error::{Error, Result};
+pub use error::{chain as error_chain, Error, Result};
 use litefs_ltx::NodeId;
 
 /// Options of a store.

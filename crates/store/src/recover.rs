@@ -138,6 +138,7 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
     //    never deleted; what they held is rebuilt from the WAL below if SQLite committed it.
     let mut files = ltx_files(&ltx_dir)?;
     let mut last: Option<(Header, Trailer)> = None;
+    let mut moved_aside: Vec<PathBuf> = Vec::new();
     while let Some((_, _, path)) = files.last() {
         match read_ltx(db, path) {
             Ok(ht) => {
@@ -148,8 +149,9 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
                 let invalid = ltx_dir.join("invalid");
                 fs::create_dir_all(&invalid).map_err(Error::io("create", &invalid))?;
                 let to = invalid.join(path.file_name().unwrap_or_default());
-                tracing::warn!(db = %db.name(), from = %path.display(), to = %to.display(), "moving aside an LTX file that does not verify: {e}");
+                tracing::warn!(db = %db.name(), from = %path.display(), to = %to.display(), "moving aside an LTX file that does not verify: {}", crate::error::chain(&e));
                 fs::rename(path, &to).map_err(Error::io("rename", path))?;
+                moved_aside.push(to);
                 files.pop();
             }
             Err(e) => return Err(e),
@@ -349,15 +351,30 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
     let mut sums = file_sums(&inner.db, ps, commit).map_err(Error::io("read", &db_path))?;
     if sums.total() != inner.pos.post_apply_checksum && !recovered_wal {
         let actual = sums.total();
-        heal(db, inner, &files, actual)?;
+        let mismatch = Error::ChecksumMismatch {
+            db: db.name().to_owned(),
+            txid: inner.pos.txid,
+            actual,
+            expected: inner.pos.post_apply_checksum,
+        };
+        if let Some(moved) = moved_aside.first() {
+            // The database file may hold the transaction whose LTX file was damaged: replaying
+            // older files over it would silently undo a committed transaction.
+            return Err(Error::Unavailable {
+                db: db.name().to_owned(),
+                reason: format!(
+                    "{mismatch}; the newer LTX file {} did not verify and was moved aside, so \
+                     the database file may hold a transaction no valid LTX file records",
+                    moved.display()
+                ),
+            });
+        }
+        if !heal(db, inner, &files, actual, inner.pos.post_apply_checksum)? {
+            return Err(mismatch);
+        }
         sums = file_sums(&inner.db, ps, commit).map_err(Error::io("read", &db_path))?;
         if sums.total() != inner.pos.post_apply_checksum {
-            return Err(Error::ChecksumMismatch {
-                db: db.name().to_owned(),
-                txid: inner.pos.txid,
-                actual,
-                expected: inner.pos.post_apply_checksum,
-            });
+            return Err(mismatch);
         }
         tracing::info!(db = %db.name(), pos = %inner.pos, "repaired the database file from its LTX files");
     }
@@ -384,16 +401,23 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
     Ok(())
 }
 
-/// Applies LTX files again so that the database file reaches the position: from the newest
-/// file whose pre-apply checksum is what the file holds (or a snapshot), else the last file
-/// alone (its pages may be the ones a crash tore).
+/// Applies LTX files again so that the database file reaches `target`: from the newest file
+/// whose pre-apply checksum is what the file holds (or a snapshot), else the last file alone
+/// (its pages may be the ones a crash tore). Each plan is first checked on the page checksums;
+/// the database file is only written by a plan that reaches `target`. Returns whether one did.
 fn heal(
     db: &Db,
     inner: &mut Inner,
     files: &[(TXID, TXID, PathBuf)],
     actual: Checksum,
-) -> Result<()> {
-    let mut from = files.len().saturating_sub(1);
+    target: Checksum,
+) -> Result<bool> {
+    let Some(ps) = inner.page_size else {
+        return Ok(false);
+    };
+    let db_path = db.dir().join(FileKind::Database.backing_name());
+    let last = files.len().saturating_sub(1);
+    let mut from = last;
     for (i, (_, _, path)) in files.iter().enumerate().rev() {
         let (h, _) = read_ltx(db, path)?;
         if h.pre_apply_checksum == actual || h.is_snapshot() {
@@ -401,9 +425,49 @@ fn heal(
             break;
         }
     }
-    for (_, _, path) in &files[from..] {
-        apply_pages(db, &inner.db, path)?;
+    let file_pages = inner
+        .db
+        .metadata()
+        .map_err(Error::io("stat", &db_path))?
+        .len()
+        / u64::from(ps.get());
+    let file_pages = u32::try_from(file_pages).unwrap_or(u32::MAX);
+    let mut plans = vec![from];
+    if from != last {
+        plans.push(last);
     }
-    let db_path = db.dir().join(FileKind::Database.backing_name());
-    inner.db.sync_all().map_err(Error::io("sync", db_path))
+    for start in plans {
+        let mut sums = file_sums(&inner.db, ps, file_pages).map_err(Error::io("read", &db_path))?;
+        for (_, _, path) in &files[start..] {
+            simulate(db, path, &mut sums)?;
+        }
+        if sums.total() != target {
+            continue;
+        }
+        for (_, _, path) in &files[start..] {
+            apply_pages(db, &inner.db, path)?;
+        }
+        inner.db.sync_all().map_err(Error::io("sync", &db_path))?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// What applying an LTX file would do to the page checksums.
+fn simulate(db: &Db, path: &Path, sums: &mut PageSums) -> Result<()> {
+    let f = File::open(path).map_err(Error::io("open", path))?;
+    let decode = |source| Error::Decode {
+        db: db.name().to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let mut dec = Decoder::new(BufReader::new(f)).map_err(decode)?;
+    let h = *dec.header();
+    let mut buf = vec![0u8; h.page_size.bytes()];
+    while let Some(pgno) = dec.next_page(&mut buf).map_err(decode)? {
+        sums.set(pgno, checksum_page(pgno, &buf));
+    }
+    dec.finish().map_err(decode)?;
+    sums.set_len(h.commit);
+    Ok(())
 }
