@@ -85,9 +85,14 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
     if let Some(t) = retention_thread {
         let _ = t.join();
     }
-    let unmounted = mount.unmount();
+    if let Err(e) = mount.unmount() {
+        // Something still has files open in the mount: detach it now; it goes away when they
+        // close. Everything written is already in the store.
+        tracing::warn!(dir = %fuse_dir.display(), "unmount failed ({e}); detaching the mount lazily");
+        litefs_fuse::unmount_stale(&fuse_dir)
+            .with_context(|| format!("unmount {}", fuse_dir.display()))?;
+    }
     store.sync().context("sync ltx files")?;
-    unmounted.with_context(|| format!("unmount {}", fuse_dir.display()))?;
     tracing::info!("stopped");
     Ok(0)
 }

@@ -15,16 +15,17 @@
 //! and synced before the WAL they were cut from is restarted, truncated or removed; on start,
 //! committed WAL transactions without an LTX file are turned into one (see `recover`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use litefs_ltx::{
-    checksum_page, format_filename, Encoder, Flags, Header, NodeId, PageNum, PageSize, Pos, TXID,
+    checksum_page, format_filename, Checksum, Encoder, Flags, Header, NodeId, PageNum, PageSize,
+    Pos, TXID,
 };
 
 use crate::error::{Error, Result};
@@ -86,13 +87,15 @@ pub enum JournalMode {
 
 /// Options every database of a store shares.
 #[derive(Clone, Debug)]
-pub struct DbOptions {
+pub(crate) struct DbOptions {
     /// LZ4-compress LTX files.
     pub compress: bool,
     /// Recompute the whole database checksum after every commit.
     pub strict_verify: bool,
     /// Written into every LTX header.
     pub node_id: NodeId,
+    /// Told when a deferred LTX file is waiting.
+    pub(crate) wake: Arc<Wake>,
 }
 
 /// The frames of the current WAL generation, checked as they arrive.
@@ -147,8 +150,6 @@ pub(crate) struct Inner {
     /// Rollback modes: SQLite synced the journal or database in this transaction.
     synced: bool,
     wal: Option<WalTracker>,
-    /// LTX files written without a sync (WAL mode); synced before the WAL moves on.
-    unsynced: Vec<PathBuf>,
     /// Why the database is not served, if it is not.
     unavailable: Option<String>,
     /// The database exists in the mount (created and not dropped).
@@ -178,6 +179,53 @@ pub struct Db {
     ltx_dir: PathBuf,
     opts: Arc<DbOptions>,
     inner: Mutex<Inner>,
+    /// WAL transactions committed but whose LTX file is still to be written, oldest first.
+    /// The WAL holds their pages until it restarts, and it cannot restart before this is empty.
+    deferred: Mutex<VecDeque<Deferred>>,
+    /// Held while LTX files from `deferred` are written, so they are written in order.
+    ltx_writer: Mutex<()>,
+    /// LTX files written without a sync (WAL mode); synced before the WAL moves on.
+    unsynced: Mutex<Vec<PathBuf>>,
+}
+
+/// Reads a page for an LTX file: its number, where it is, and the buffer to fill.
+type PageReader<'a> = dyn FnMut(PageNum, u64, &mut [u8]) -> Result<()> + 'a;
+
+/// An LTX file to write from WAL frames, off the commit path.
+#[derive(Debug)]
+struct Deferred {
+    header: Header,
+    post: Checksum,
+    /// Each page, its checksum when committed, and where its data is in the WAL.
+    pages: Vec<(PageNum, Checksum, u64)>,
+    wal: File,
+}
+
+/// Wakes the store's LTX writer thread.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    pending: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Wake {
+    pub(crate) fn notify(&self) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    /// Waits until notified or `timeout` passes.
+    pub(crate) fn wait(&self, timeout: std::time::Duration) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !*pending {
+            pending = self
+                .cv
+                .wait_timeout(pending, timeout)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        *pending = false;
+    }
 }
 
 fn now_ms() -> i64 {
@@ -241,7 +289,6 @@ impl Db {
             dirty: BTreeSet::new(),
             synced: false,
             wal: None,
-            unsynced: Vec::new(),
             unavailable: None,
             present: false,
         };
@@ -251,6 +298,9 @@ impl Db {
             ltx_dir,
             opts,
             inner: Mutex::new(inner),
+            deferred: Mutex::new(VecDeque::new()),
+            ltx_writer: Mutex::new(()),
+            unsynced: Mutex::new(Vec::new()),
         };
         {
             let mut inner = db.lock();
@@ -734,14 +784,44 @@ impl Db {
         };
         let pages: BTreeSet<u32> = newest.keys().copied().collect();
         if let Some(t) = inner.wal.as_mut() {
-            for (pgno, off) in newest {
+            for (&pgno, &off) in &newest {
                 t.frames.insert(pgno, off);
             }
             t.frames.retain(|&p, _| p <= commit);
             t.committed_end = end;
             t.committed_sum = last.checksum;
         }
-        self.write_ltx(inner, ps, commit, pages, Some(wal_fields), false)?;
+        if inner.pos.txid.is_zero() || self.opts.strict_verify {
+            self.write_ltx(inner, ps, commit, pages, Some(wal_fields), false)?;
+        } else {
+            // The WAL holds every page of the transaction until it restarts, so the LTX file
+            // is written off the commit path (see `flush_deferred`).
+            let (header, list) = self.ltx_header(inner, ps, commit, pages, Some(wal_fields));
+            let pages = list
+                .into_iter()
+                .filter_map(|p| {
+                    let off = newest.get(&p.get())?;
+                    Some((p, inner.sums.get(p), off + FRAME_HEADER_SIZE))
+                })
+                .collect();
+            let wal = self
+                .file(inner, FileKind::Wal, false)?
+                .try_clone()
+                .map_err(Error::io("open", &wal_file))?;
+            let post = inner.sums.total();
+            self.deferred
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(Deferred {
+                    header,
+                    post,
+                    pages,
+                    wal,
+                });
+            inner.pos = Pos::new(header.max_txid, post);
+            inner.timestamp = header.timestamp;
+            self.opts.wake.notify();
+        }
         let mut page1 = vec![0u8; ps.bytes()];
         if self
             .read_logical_page(inner, PageNum::ONE, &mut page1)
@@ -797,18 +877,16 @@ impl Db {
         Ok(())
     }
 
-    /// Writes the LTX file of the next transaction: `pages` (every page for the first
-    /// transaction) up to `commit`, checked against the recorded page checksums, with the
-    /// current rolling checksum as post-apply checksum. Advances the position.
-    pub(crate) fn write_ltx(
+    /// The header and page list of the next transaction's LTX file: `pages` (every page for
+    /// the first transaction) up to `commit`, never the lock page.
+    fn ltx_header(
         &self,
-        inner: &mut Inner,
+        inner: &Inner,
         ps: PageSize,
         commit: u32,
         pages: BTreeSet<u32>,
         wal: Option<WalFields>,
-        durable: bool,
-    ) -> Result<()> {
+    ) -> (Header, Vec<PageNum>) {
         let txid = inner.pos.txid.next().unwrap_or(TXID::new(u64::MAX));
         let snapshot = txid == TXID::ONE;
         let lock_pgno = ps.lock_pgno();
@@ -840,8 +918,21 @@ impl Db {
             header.wal_salt1 = w.salt1;
             header.wal_salt2 = w.salt2;
         }
-        let post = inner.sums.total();
-        let name = format_filename(txid, txid);
+        (header, pages)
+    }
+
+    /// Encodes one LTX file under a temporary name and renames it into place (syncing file
+    /// and directory when `durable`). Each page is read with `read` and checked against the
+    /// checksum recorded when it was written.
+    fn encode_ltx_file(
+        &self,
+        header: &Header,
+        pages: &[(PageNum, Checksum, u64)],
+        post: Checksum,
+        durable: bool,
+        read: &mut PageReader<'_>,
+    ) -> Result<PathBuf> {
+        let name = format_filename(header.min_txid, header.max_txid);
         let path = self.ltx_dir.join(&name);
         let tmp = self.ltx_dir.join(format!("{name}.tmp"));
         let encode = |source| Error::Encode {
@@ -849,38 +940,111 @@ impl Db {
             source,
         };
         let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-        let mut enc =
-            Encoder::new(BufWriter::with_capacity(64 << 10, file), &header).map_err(encode)?;
-        let mut buf = vec![0u8; ps.bytes()];
-        for pgno in pages {
-            self.read_logical_page(inner, pgno, &mut buf)?;
-            let actual = checksum_page(pgno, &buf);
-            let expected = inner.sums.get(pgno);
-            if actual != expected {
-                let _ = fs::remove_file(&tmp);
-                return Err(Error::PageChecksum {
-                    db: self.name.clone(),
-                    pgno: pgno.get(),
-                    actual,
-                    expected,
-                });
+        let result = (|| {
+            let mut enc =
+                Encoder::new(BufWriter::with_capacity(64 << 10, file), header).map_err(encode)?;
+            let mut buf = vec![0u8; header.page_size.bytes()];
+            for &(pgno, expected, at) in pages {
+                read(pgno, at, &mut buf)?;
+                let actual = checksum_page(pgno, &buf);
+                if actual != expected {
+                    return Err(Error::PageChecksum {
+                        db: self.name.clone(),
+                        pgno: pgno.get(),
+                        actual,
+                        expected,
+                    });
+                }
+                enc.encode_page(pgno, &buf).map_err(encode)?;
             }
-            enc.encode_page(pgno, &buf).map_err(encode)?;
+            let (_, w) = enc.finish(post).map_err(encode)?;
+            let file = w
+                .into_inner()
+                .map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
+            fsutil::rename(&tmp, &path, &file, durable).map_err(Error::io("rename", &path))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
         }
-        let (_, w) = enc.finish(post).map_err(encode)?;
-        let file = w
-            .into_inner()
-            .map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
-        fsutil::rename(&tmp, &path, &file, durable).map_err(Error::io("rename", &path))?;
+        result.map(|()| path)
+    }
+
+    /// Writes the LTX file of the next transaction now, from the logical database, with the
+    /// current rolling checksum as post-apply checksum, and advances the position.
+    pub(crate) fn write_ltx(
+        &self,
+        inner: &mut Inner,
+        ps: PageSize,
+        commit: u32,
+        pages: BTreeSet<u32>,
+        wal: Option<WalFields>,
+        durable: bool,
+    ) -> Result<()> {
+        // Files are written in TXID order.
+        self.flush_deferred()?;
+        let (header, list) = self.ltx_header(inner, ps, commit, pages, wal);
+        let pages: Vec<(PageNum, Checksum, u64)> = list
+            .into_iter()
+            .map(|p| (p, inner.sums.get(p), 0))
+            .collect();
+        let post = inner.sums.total();
+        let path = self.encode_ltx_file(&header, &pages, post, durable, &mut |pgno, _, buf| {
+            self.read_logical_page(inner, pgno, buf)
+        })?;
         if !durable {
-            inner.unsynced.push(path);
+            self.unsynced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(path);
         }
-        inner.pos = Pos::new(txid, post);
+        inner.pos = Pos::new(header.max_txid, post);
         inner.timestamp = header.timestamp;
         if self.opts.strict_verify {
             self.verify_logical(inner)?;
         }
         Ok(())
+    }
+
+    /// Writes the LTX files of committed WAL transactions that are still waiting, in order.
+    /// On an error the file stays queued, to be tried again.
+    pub(crate) fn flush_deferred(&self) -> Result<()> {
+        let _writer = self.ltx_writer.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let item = self
+                .deferred
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            let Some(item) = item else {
+                return Ok(());
+            };
+            let wal_path = self.path(FileKind::Wal);
+            let written = self.encode_ltx_file(
+                &item.header,
+                &item.pages,
+                item.post,
+                false,
+                &mut |_, at, buf| {
+                    item.wal
+                        .read_exact_at(buf, at)
+                        .map_err(Error::io("read", &wal_path))
+                },
+            );
+            match written {
+                Ok(path) => self
+                    .unsynced
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(path),
+                Err(e) => {
+                    self.deferred
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_front(item);
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Recomputes the logical database's checksum from disk and compares it with the position.
@@ -911,14 +1075,16 @@ impl Db {
         Ok(())
     }
 
-    /// Makes every LTX file written without a sync durable: one file and its directory are
-    /// synced directly; many at once are flushed with one `syncfs` of their filesystem, which
-    /// costs far less than a sync per file.
-    fn sync_ltx(&self, inner: &mut Inner) -> Result<()> {
-        match inner.unsynced.len() {
+    /// Writes the deferred LTX files, then makes every LTX file written without a sync
+    /// durable: one file and its directory are synced directly; many at once are flushed with
+    /// one `syncfs` of their filesystem, which costs far less than a sync per file.
+    fn sync_ltx(&self, _inner: &mut Inner) -> Result<()> {
+        self.flush_deferred()?;
+        let mut unsynced = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
+        match unsynced.len() {
             0 => return Ok(()),
             1 => {
-                let path = inner.unsynced[0].clone();
+                let path = unsynced[0].clone();
                 match File::open(&path) {
                     Ok(f) => f.sync_data().map_err(Error::io("sync", &path))?,
                     // Removed by retention in the meantime.
@@ -931,7 +1097,7 @@ impl Db {
                 fsutil::sync_filesystem(&self.ltx_dir).map_err(Error::io("sync", &self.ltx_dir))?
             }
         }
-        inner.unsynced.clear();
+        unsynced.clear();
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 mod db;
 mod error;
 pub mod fsutil;
-mod journal;
+pub mod journal;
 mod recover;
 mod sums;
 pub mod wal;
@@ -17,10 +17,13 @@ use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::thread;
 use std::time::{Duration, SystemTime};
 
-pub use db::{Db, DbOptions, FileKind, JournalMode};
+pub use db::{Db, FileKind, JournalMode};
+use db::{DbOptions, Wake};
 pub use error::{chain as error_chain, Error, Result};
 use litefs_ltx::NodeId;
 
@@ -35,12 +38,52 @@ pub struct StoreOptions {
     pub strict_verify: bool,
 }
 
+type DbMap = Arc<RwLock<BTreeMap<String, Arc<Db>>>>;
+
 /// All databases of one node.
 #[derive(Debug)]
 pub struct Store {
     dbs_dir: PathBuf,
     opts: Arc<DbOptions>,
-    dbs: RwLock<BTreeMap<String, Arc<Db>>>,
+    dbs: DbMap,
+    /// Writes deferred WAL-mode LTX files; stopped when the store is dropped.
+    writer: Option<LtxWriter>,
+}
+
+/// The thread that writes WAL-mode LTX files off the commit path.
+#[derive(Debug)]
+struct LtxWriter {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<()>,
+}
+
+/// How long the LTX writer sleeps when nothing wakes it (it retries failed writes then).
+const LTX_WRITER_IDLE: Duration = Duration::from_secs(1);
+
+impl LtxWriter {
+    fn spawn(dbs: DbMap, wake: Arc<Wake>) -> io::Result<LtxWriter> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = thread::Builder::new()
+            .name("ltx-writer".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Acquire) {
+                    wake.wait(LTX_WRITER_IDLE);
+                    let dbs: Vec<Arc<Db>> = dbs
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .values()
+                        .cloned()
+                        .collect();
+                    for db in dbs {
+                        if let Err(e) = db.flush_deferred() {
+                            tracing::warn!(db = %db.name(), "failed to write an LTX file (will retry): {}", error::chain(&e));
+                        }
+                    }
+                }
+            })?;
+        Ok(LtxWriter { stop, thread })
+    }
 }
 
 /// A random node id for this process (LiteFS draws one per start too).
@@ -82,10 +125,12 @@ impl Store {
     pub fn open(opts: StoreOptions) -> Result<Store> {
         let dbs_dir = opts.data_dir.join("dbs");
         fs::create_dir_all(&dbs_dir).map_err(Error::io("create", &dbs_dir))?;
+        let wake = Arc::new(Wake::default());
         let db_opts = Arc::new(DbOptions {
             compress: opts.compress,
             strict_verify: opts.strict_verify,
             node_id: random_node_id(),
+            wake: wake.clone(),
         });
         let mut dbs = BTreeMap::new();
         for entry in fs::read_dir(&dbs_dir).map_err(Error::io("list", &dbs_dir))? {
@@ -105,10 +150,14 @@ impl Store {
             tracing::info!(db = %name, pos = %db.pos(), "opened database");
             dbs.insert(name, Arc::new(db));
         }
+        let dbs = Arc::new(RwLock::new(dbs));
+        let writer =
+            LtxWriter::spawn(dbs.clone(), wake).map_err(Error::io("start ltx writer", &dbs_dir))?;
         Ok(Store {
             dbs_dir,
             opts: db_opts,
-            dbs: RwLock::new(dbs),
+            dbs,
+            writer: Some(writer),
         })
     }
 
@@ -177,6 +226,16 @@ impl Store {
             db.sync()?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.stop.store(true, Ordering::Release);
+            self.opts.wake.notify();
+            let _ = w.thread.join();
+        }
     }
 }
 
