@@ -26,6 +26,11 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets ${locked[*]} -- -D warnings"
 cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
 
+# nextest does not run documentation examples.
+step "cargo test --workspace --doc ${locked[*]}"
+cargo test --workspace --doc "${locked[@]}"
+
+# The full test run comes last, so that its summary closes the output.
 if cargo nextest --version >/dev/null 2>&1; then
   step "cargo nextest run --workspace --no-fail-fast ${locked[*]} $*"
   cargo nextest run --workspace --no-fail-fast "${locked[@]}" "$@"
@@ -33,9 +38,5 @@ else
   step "cargo test --workspace --no-fail-fast ${locked[*]} $* (cargo-nextest is not installed)"
   cargo test --workspace --no-fail-fast "${locked[@]}" "$@"
 fi
-
-# nextest does not run documentation examples.
-step "cargo test --workspace --doc ${locked[*]}"
-cargo test --workspace --doc "${locked[@]}"
 
 step "all checks passed"

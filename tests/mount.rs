@@ -1012,3 +1012,27 @@ fn names_looked_up_before_create_appear_after() {
     }
     node.check_consistent("db");
 }
+
+/// A node killed with `kill -9` leaves a dead mount behind ("transport endpoint is not
+/// connected"); the next start unmounts it by itself and serves the same data.
+#[test]
+fn restart_after_crash_unmounts_the_dead_mount() {
+    let mut node = MountedNode::start();
+    support::sqlite3(
+        &node.db_path("db"),
+        "CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+    );
+    let pos = node.pos("db");
+    node.kill9_leaving_mount();
+    assert!(
+        fs::read_dir(node.mnt()).is_err(),
+        "the dead mount should not answer"
+    );
+    node.start_again();
+    assert_eq!(node.pos("db"), pos);
+    assert_eq!(
+        support::sqlite3(&node.db_path("db"), "SELECT count(*) FROM t").trim(),
+        "1"
+    );
+    node.stop();
+}

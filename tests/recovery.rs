@@ -1267,7 +1267,11 @@ fn control_files() {
     let pos_path = node.mnt().join("db-pos");
     let meta = fs::metadata(&pos_path).unwrap();
     assert_eq!(meta.len(), 34, "-pos size");
-    assert_eq!(meta.mode() & 0o777, 0o444, "-pos mode");
+    assert_eq!(
+        meta.mode() & 0o777,
+        0o666,
+        "-pos mode (LiteFS: 0666, writes refused)"
+    );
     assert_eq!(fs::read(&pos_path).unwrap().len(), 34);
     let pos = node.pos("db");
 

@@ -408,7 +408,9 @@ impl MountedNode {
     fn wait_mounted(&mut self) {
         let until = Instant::now() + MOUNT_DEADLINE;
         loop {
-            if is_mounted(&self.mnt()) {
+            // Listed and answering: a dead mount left by a crash is listed too, until the new
+            // process has replaced it.
+            if is_mounted(&self.mnt()) && fs::metadata(self.mnt().join(".lag")).is_ok() {
                 return;
             }
             let child = self.child.as_mut().unwrap();
@@ -444,6 +446,18 @@ impl MountedNode {
     }
 
     /// SIGKILL the process, reap it, and lazily unmount the dead mount.
+    /// `kill -9` and leave the dead mount in place, as a crash does: the next start must
+    /// unmount it by itself.
+    pub fn kill9_leaving_mount(&mut self) {
+        let mut child = self.child.take().expect("node is running");
+        signal(child.id(), libc::SIGKILL);
+        child.wait().expect("reap killed litefs-rs");
+        assert!(
+            is_mounted(&self.mnt()),
+            "a killed node's mount should still be listed"
+        );
+    }
+
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("node is running");
         signal(child.id(), libc::SIGKILL);

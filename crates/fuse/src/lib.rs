@@ -288,13 +288,13 @@ impl LiteFs {
                     Err(e) => return Err(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
                 };
                 let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-                Ok(Some((self.attr(ino, meta.len(), mtime, 0o644), CACHE_TTL)))
+                Ok(Some((self.attr(ino, meta.len(), mtime, 0o666), CACHE_TTL)))
             }
             Node::Pos => {
                 let ms = u64::try_from(db.timestamp()).unwrap_or(0);
                 let mtime = UNIX_EPOCH + Duration::from_millis(ms);
                 Ok(Some((
-                    self.attr(ino, POS_FILE_SIZE, mtime, 0o444),
+                    self.attr(ino, POS_FILE_SIZE, mtime, 0o666),
                     NO_CACHE,
                 )))
             }
