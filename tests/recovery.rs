@@ -1487,3 +1487,163 @@ fn skip_lock_page() {
         started.elapsed()
     );
 }
+
+/// `PRAGMA page_size` then VACUUM in rollback mode rewrites every page at the new size: the
+/// transaction is recorded at the new page size, and a restart keeps the whole database
+/// (it used to be cut to the new page count at the old page size).
+#[test]
+fn page_size_change_survives_restart() {
+    let mut node = MountedNode::start();
+    cli(
+        &node,
+        "db",
+        Some("delete"),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB); \
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200) \
+         INSERT INTO t (v) SELECT randomblob(300) FROM c;",
+    );
+    let before = node.txid("db");
+    cli(
+        &node,
+        "db",
+        Some("delete"),
+        "PRAGMA page_size = 8192; VACUUM;",
+    );
+    assert_eq!(cli(&node, "db", None, "PRAGMA page_size;").trim(), "8192");
+    assert_eq!(node.txid("db"), before + 1, "VACUUM is one transaction");
+    let last = node.ltx_files("db").last().cloned().unwrap();
+    let (hdr, _, _) = litefs_ltx::verify(fs::File::open(&last).unwrap()).unwrap();
+    assert_eq!(
+        hdr.page_size.get(),
+        8192,
+        "the LTX file has the new page size"
+    );
+    let rows = dump(&node, "db");
+    node.restart();
+    assert_eq!(
+        dump(&node, "db"),
+        rows,
+        "rows after restart\n{}",
+        node.log()
+    );
+    node.check_consistent("db");
+    cli(
+        &node,
+        "db",
+        Some("delete"),
+        "INSERT INTO t (v) VALUES ('after');",
+    );
+    node.check_consistent("db");
+}
+
+/// A transaction that reuses freelist pages is interrupted (kill -9 of client and node): SQLite
+/// does not journal reused freelist pages, so rolling back leaves their new bytes. The node
+/// must still serve the database: the leftover bytes become one more transaction.
+#[test]
+fn hot_journal_rollback_with_reused_freelist_pages() {
+    // Retention leaves only the newest LTX file: no snapshot to rebuild the database from.
+    let mut node = MountedNode::start_with(NodeOptions {
+        retention: Some("1s"),
+        retention_monitor_interval: Some("100ms"),
+        ..NodeOptions::default()
+    });
+    cli(
+        &node,
+        "db",
+        Some("delete"),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB); \
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) \
+         INSERT INTO t (v) SELECT randomblob(400) FROM c; \
+         DELETE FROM t WHERE id > 1000;",
+    );
+    let freelist = cli(&node, "db", None, "PRAGMA freelist_count;");
+    assert!(
+        freelist.trim().parse::<u64>().unwrap() > 50,
+        "freelist {freelist}"
+    );
+    // The newest LTX file does not hold the freelist pages (so replaying it cannot repair them).
+    cli(
+        &node,
+        "db",
+        Some("delete"),
+        "UPDATE t SET v = 'x' WHERE id = 1;",
+    );
+    let before = node.check_consistent("db");
+    let rows_before = dump(&node, "db");
+    wait_until(
+        &node,
+        Duration::from_secs(10),
+        "retention to leave one file",
+        || node.ltx_files("db").len() == 1,
+    );
+
+    let mut client = Driver::open(&node.db_path("db"), 5.0, "writer");
+    client.ok("PRAGMA cache_size = 2");
+    client.ok("BEGIN");
+    client.ok(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 800) \
+         INSERT INTO t (v) SELECT randomblob(400) FROM c",
+    );
+    node.kill9();
+    client.kill9();
+    node.start_again();
+    let pos = node.pos("db");
+    assert!(
+        pos.txid >= before.txid,
+        "position went back: {pos} < {before}\n{}",
+        node.log()
+    );
+    assert_eq!(
+        dump(&node, "db"),
+        rows_before,
+        "rows after recovery\n{}",
+        node.log()
+    );
+    // Retention removed the older files: check the position and the database directly.
+    let check = |node: &MountedNode| {
+        assert_eq!(node.db_checksum("db"), node.pos("db").post_apply_checksum);
+        assert_eq!(
+            cli(node, "db", None, "PRAGMA integrity_check;").trim(),
+            "ok"
+        );
+    };
+    check(&node);
+    cli(
+        &node,
+        "db",
+        Some("delete"),
+        "INSERT INTO t (v) VALUES ('after');",
+    );
+    check(&node);
+}
+
+/// A PERSIST journal stays on disk between transactions; another connection that switches to
+/// journal_mode OFF must still be refused, not captured as part of someone else's transaction.
+#[test]
+fn journal_mode_off_refused_beside_a_persisted_journal() {
+    let node = MountedNode::start();
+    cli(
+        &node,
+        "db",
+        Some("persist"),
+        "CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+    );
+    assert!(node.db_data_dir("db").join("journal").exists());
+    let txid = node.txid("db");
+    let out = Command::new("sqlite3")
+        .arg(node.db_path("db"))
+        .arg("PRAGMA journal_mode = OFF; INSERT INTO t VALUES (2);")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the write was accepted: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("disk I/O error"),
+        "{out:?}"
+    );
+    assert_eq!(node.txid("db"), txid);
+    assert_eq!(
+        cli(&node, "db", None, "SELECT count(*) FROM t;").trim(),
+        "1"
+    );
+    node.check_consistent("db");
+}

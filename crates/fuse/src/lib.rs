@@ -586,7 +586,10 @@ impl Filesystem for LiteFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        match self.store.sync_dirs() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("fsyncdir", &e)),
+        }
     }
 
     fn readdir(

@@ -486,7 +486,19 @@ impl Db {
             // under the WAL) does not change.
             return self.write_at(inner, FileKind::Database, offset, data);
         }
-        if !self.path(FileKind::Journal).exists() {
+        // SQLite writes the journal header's magic (when it syncs the journal, or at once with
+        // synchronous=OFF) before it writes any database page. A journal file without it is
+        // one TRUNCATE or PERSIST left behind, while this writer journals in memory or not at
+        // all.
+        let mut magic = [0u8; 8];
+        let journaled = match self.file(inner, FileKind::Journal, false) {
+            Ok(j) => {
+                j.read_exact_at(&mut magic, 0).is_ok() && magic == crate::journal::JOURNAL_MAGIC
+            }
+            Err(Error::NotFound(_)) => false,
+            Err(e) => return Err(e),
+        };
+        if !journaled {
             tracing::warn!(db = %self.name, "refusing a database write without a journal");
             return Err(Error::NoJournal(self.name.clone()));
         }
@@ -707,17 +719,53 @@ impl Db {
             inner.dirty.clear();
             return Ok(());
         };
+        let db_path = self.path(FileKind::Database);
         let mut page1 = vec![0u8; ps.bytes()];
         inner
             .db
             .read_exact_at(&mut page1, 0)
-            .map_err(Error::io("read", self.path(FileKind::Database)))?;
+            .map_err(Error::io("read", &db_path))?;
+        let ps = match header_page_size(&page1) {
+            Some(new) if new != ps => {
+                // The transaction changed the page size (`PRAGMA page_size` and VACUUM, or a
+                // restore from a database with other pages): every page is new, and the
+                // checksums are recomputed at the new size.
+                tracing::info!(db = %self.name, from = ps.get(), to = new.get(), "page size changed");
+                let len = inner
+                    .db
+                    .metadata()
+                    .map_err(Error::io("stat", &db_path))?
+                    .len();
+                let pages = u32::try_from(len / u64::from(new.get())).unwrap_or(u32::MAX);
+                let mut sums = PageSums::default();
+                let mut buf = vec![0u8; new.bytes()];
+                for n in 1..=pages {
+                    let Some(pgno) = PageNum::new(n) else {
+                        continue;
+                    };
+                    if pgno == new.lock_pgno() {
+                        continue;
+                    }
+                    inner
+                        .db
+                        .read_exact_at(&mut buf, new.offset_of(pgno))
+                        .map_err(Error::io("read", &db_path))?;
+                    sums.set(pgno, checksum_page(pgno, &buf));
+                }
+                sums.set_len(pages);
+                inner.sums = sums;
+                inner.page_size = Some(new);
+                inner.dirty = (1..=pages).collect();
+                new
+            }
+            _ => ps,
+        };
         let header_commit = u32::from_be_bytes([page1[28], page1[29], page1[30], page1[31]]);
         let file_pages = inner
             .db
             .metadata()
             .map(|m| u32::try_from(m.len() / u64::from(ps.get())).unwrap_or(u32::MAX))
-            .map_err(Error::io("stat", self.path(FileKind::Database)))?;
+            .map_err(Error::io("stat", &db_path))?;
         let commit = if header_commit == 0 {
             file_pages
         } else {
@@ -1110,6 +1158,8 @@ impl Db {
     /// Deletes LTX files last modified before `cutoff`, always keeping the newest. Returns how
     /// many were deleted.
     pub fn enforce_retention(&self, cutoff: SystemTime) -> Result<usize> {
+        // Never leave only files a power loss could still take.
+        self.sync()?;
         let files = crate::recover::ltx_files(&self.ltx_dir)?;
         let mut removed = 0;
         for (_, _, path) in files.iter().rev().skip(1) {

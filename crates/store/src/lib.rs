@@ -125,6 +125,9 @@ impl Store {
     pub fn open(opts: StoreOptions) -> Result<Store> {
         let dbs_dir = opts.data_dir.join("dbs");
         fs::create_dir_all(&dbs_dir).map_err(Error::io("create", &dbs_dir))?;
+        // A process that died may have left LTX files written but not synced; recovery is
+        // about to remove the WAL they could be rebuilt from.
+        fsutil::sync_filesystem(&dbs_dir).map_err(Error::io("sync", &dbs_dir))?;
         let wake = Arc::new(Wake::default());
         let db_opts = Arc::new(DbOptions {
             compress: opts.compress,
@@ -218,6 +221,16 @@ impl Store {
             }
         }
         removed
+    }
+
+    /// Syncs every database directory, so that removed or renamed journals stay that way
+    /// (SQLite asks for this with `synchronous=EXTRA`).
+    pub fn sync_dirs(&self) -> Result<()> {
+        fsutil::sync_dir(&self.dbs_dir).map_err(Error::io("sync", &self.dbs_dir))?;
+        for db in self.dbs() {
+            fsutil::sync_dir(db.dir()).map_err(Error::io("sync", db.dir()))?;
+        }
+        Ok(())
     }
 
     /// Makes every LTX file durable (on shutdown).

@@ -159,6 +159,7 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
     }
 
     // 2. A hot journal.
+    let mut rolled_back = false;
     let journal_path = dir.join(FileKind::Journal.backing_name());
     if let Some(j) = File::open(&journal_path)
         .map(Some)
@@ -172,26 +173,34 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
         .map_err(Error::io("open", &journal_path))?
     {
         if journal::is_hot(&j).map_err(Error::io("read", &journal_path))? {
+            // Did the interrupted transaction reach its LTX file (written and synced just
+            // before the journal is invalidated)? Then the file holds exactly that state. Its
+            // transaction was never reported committed: drop the file, and the position is the
+            // one before it (from its own header: older files may be gone to retention).
+            if let Some((h, t)) = last.filter(|(h, _)| h.wal_size == 0) {
+                let before = file_sums(&inner.db, h.page_size, h.commit)
+                    .map_err(Error::io("read", &db_path))?
+                    .total();
+                if before == t.post_apply_checksum {
+                    if let Some((_, _, path)) = files.pop() {
+                        tracing::info!(db = %db.name(), path = %path.display(), "removing the LTX file of an interrupted transaction");
+                        fsutil::remove_if_exists(&path).map_err(Error::io("remove", &path))?;
+                    }
+                    last = None;
+                    inner.pos = match h.min_txid.prev() {
+                        Some(prev) if !prev.is_zero() => Pos::new(prev, h.pre_apply_checksum),
+                        _ => Pos::ZERO,
+                    };
+                    inner.page_size = Some(h.page_size);
+                    if let Some((_, _, path)) = files.last() {
+                        inner.timestamp = read_ltx(db, path)?.0.timestamp;
+                    }
+                }
+            }
             let rb =
                 journal::rollback(&j, &inner.db).map_err(Error::io("roll back", &journal_path))?;
             tracing::info!(db = %db.name(), ?rb, "rolled back a hot journal");
-            if let (Some((h, t)), Some(rb)) = (last, rb) {
-                // The rolled-back transaction may have reached its LTX file before the crash.
-                let ps = h.page_size;
-                let restored = file_sums(&inner.db, ps, rb.initial_pages)
-                    .map_err(Error::io("read", &db_path))?
-                    .total();
-                if restored != t.post_apply_checksum && restored == h.pre_apply_checksum {
-                    if let Some((_, _, path)) = files.pop() {
-                        tracing::info!(db = %db.name(), path = %path.display(), "removing the LTX file of a rolled-back transaction");
-                        fsutil::remove_if_exists(&path).map_err(Error::io("remove", &path))?;
-                    }
-                    last = match files.last() {
-                        Some((_, _, path)) => Some(read_ltx(db, path)?),
-                        None => None,
-                    };
-                }
-            }
+            rolled_back = rb.is_some();
         }
         drop(j);
         fsutil::remove_if_exists(&journal_path).map_err(Error::io("remove", &journal_path))?;
@@ -341,14 +350,36 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
         }
         return Ok(());
     }
-    let Some((h, _)) = (match files.last() {
-        Some((_, _, path)) => Some(read_ltx(db, path)?),
+    let newest = match files.last() {
+        Some((_, _, path)) => Some(read_ltx(db, path)?.0),
         None => None,
-    }) else {
-        return Ok(());
     };
-    let commit = h.commit;
+    let file_pages = u32::try_from(
+        inner
+            .db
+            .metadata()
+            .map_err(Error::io("stat", &db_path))?
+            .len()
+            / u64::from(ps.get()),
+    )
+    .unwrap_or(u32::MAX);
+    let mut commit = match newest {
+        Some(h) if h.max_txid == inner.pos.txid => h.commit,
+        // The position came from the LTX file of a rolled-back transaction.
+        _ => file_pages,
+    };
     let mut sums = file_sums(&inner.db, ps, commit).map_err(Error::io("read", &db_path))?;
+    if sums.total() != inner.pos.post_apply_checksum && rolled_back && !recovered_wal {
+        // SQLite does not journal freelist pages a transaction reuses, so rolling back leaves
+        // their new bytes (harmless to SQLite). The file as it is becomes the next transaction,
+        // so that every copy of the database holds the same bytes.
+        let all: BTreeSet<u32> = (1..=file_pages).collect();
+        inner.sums = file_sums(&inner.db, ps, file_pages).map_err(Error::io("read", &db_path))?;
+        db.write_ltx(inner, ps, file_pages, all, None, true)?;
+        tracing::info!(db = %db.name(), pos = %inner.pos, "recorded the pages a rollback left changed as a new transaction");
+        sums = file_sums(&inner.db, ps, file_pages).map_err(Error::io("read", &db_path))?;
+        commit = file_pages;
+    }
     if sums.total() != inner.pos.post_apply_checksum && !recovered_wal {
         let actual = sums.total();
         let mismatch = Error::ChecksumMismatch {
