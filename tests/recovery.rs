@@ -1647,3 +1647,88 @@ fn journal_mode_off_refused_beside_a_persisted_journal() {
     );
     node.check_consistent("db");
 }
+
+/// Appends to the WAL one valid commit frame that SQLite never publishes in its WAL index, as a
+/// writer killed between writing its frames and publishing them leaves behind. Returns the TXID
+/// before it.
+fn append_unpublished_commit(node: &MountedNode, db: &str) -> u64 {
+    let wal_path = node.db_path(&format!("{db}-wal"));
+    let wal = fs::read(&wal_path).unwrap();
+    let hdr = litefs_store::wal::WalHeader::parse(&wal).unwrap();
+    let frame = hdr.frame_size() as usize;
+    assert_eq!((wal.len() - 32) % frame, 0, "WAL holds whole frames only");
+    let last = wal.len() - frame;
+    let be32 = |at: usize| u32::from_be_bytes(wal[at..at + 4].try_into().unwrap());
+    let seed = (be32(last + 16), be32(last + 20));
+    let commit = be32(last + 4);
+    assert!(commit > 1, "the last frame is a commit frame");
+    // Page 2 with other bytes, as a commit of the same size.
+    let mut f = vec![0u8; frame];
+    f[0..4].copy_from_slice(&2u32.to_be_bytes());
+    f[4..8].copy_from_slice(&commit.to_be_bytes());
+    f[8..16].copy_from_slice(&wal[8 + 8..8 + 16]);
+    for (i, b) in f[24..].iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let sum = litefs_store::wal::wal_checksum(hdr.big_endian, seed, &f[..8]);
+    let sum = litefs_store::wal::wal_checksum(hdr.big_endian, sum, &f[24..]);
+    f[16..20].copy_from_slice(&sum.0.to_be_bytes());
+    f[20..24].copy_from_slice(&sum.1.to_be_bytes());
+    let txid = node.txid(db);
+    let file = fs::OpenOptions::new().write(true).open(&wal_path).unwrap();
+    file.write_all_at(&f, wal.len() as u64).unwrap();
+    drop(file);
+    assert_eq!(node.txid(db), txid + 1, "the frame was taken as a commit");
+    txid
+}
+
+/// A commit frame SQLite never published, then the next writer writes over it: the commit is
+/// retracted (its LTX file too) and the writer's transaction takes its TXID.
+#[test]
+fn unpublished_wal_commit_overwritten_by_next_writer() {
+    let node = MountedNode::start();
+    let mut a = Driver::open(&node.db_path("db"), 5.0, "writer");
+    assert_eq!(a.ok("PRAGMA journal_mode = wal"), "wal");
+    a.ok("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+    a.ok("INSERT INTO t (v) VALUES (randomblob(100))");
+    let txid = append_unpublished_commit(&node, "db");
+    a.ok("INSERT INTO t (v) VALUES (randomblob(100))");
+    assert_eq!(
+        node.txid("db"),
+        txid + 1,
+        "retracted, then the real commit\n{}",
+        node.log()
+    );
+    assert!(
+        node.log().contains("retracted a WAL transaction"),
+        "{}",
+        node.log()
+    );
+    a.close();
+    node.check_consistent("db");
+    assert_eq!(
+        cli(&node, "db", None, "SELECT count(*) FROM t;").trim(),
+        "2"
+    );
+}
+
+/// A commit frame SQLite never published, then a checkpoint truncates the WAL: the database
+/// file does not hold it, so it is retracted before its LTX file is made durable.
+#[test]
+fn unpublished_wal_commit_dropped_by_checkpoint() {
+    let node = MountedNode::start();
+    let mut a = Driver::open(&node.db_path("db"), 5.0, "writer");
+    assert_eq!(a.ok("PRAGMA journal_mode = wal"), "wal");
+    a.ok("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+    a.ok("INSERT INTO t (v) VALUES (randomblob(100))");
+    let txid = append_unpublished_commit(&node, "db");
+    a.ok("PRAGMA wal_checkpoint(TRUNCATE)");
+    assert_eq!(node.txid("db"), txid, "retracted\n{}", node.log());
+    a.ok("INSERT INTO t (v) VALUES (randomblob(100))");
+    a.close();
+    node.check_consistent("db");
+    assert_eq!(
+        cli(&node, "db", None, "SELECT count(*) FROM t;").trim(),
+        "2"
+    );
+}

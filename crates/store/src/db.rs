@@ -112,6 +112,29 @@ struct WalTracker {
     written_end: u64,
     /// Latest committed frame of each page in this generation.
     frames: HashMap<u32, u64>,
+    /// How to undo the newest commit, until SQLite is seen to have published it.
+    last: Option<WalUndo>,
+}
+
+/// What the newest WAL commit changed. SQLite publishes a transaction in the WAL index only
+/// after its frames are written (and, with `synchronous=FULL`, synced): a writer killed in
+/// between leaves frames that were committed here but that no reader will ever see, and the
+/// next writer reuses their place. This undoes such a commit.
+#[derive(Debug)]
+struct WalUndo {
+    txid: TXID,
+    start: u64,
+    sum_before: (u32, u32),
+    pos_before: Pos,
+    timestamp_before: i64,
+    mode_before: JournalMode,
+    len_before: u32,
+    /// Checksums of the pages the commit changed or dropped, as they were.
+    sums_before: Vec<(PageNum, Checksum)>,
+    /// Frames of the pages the commit changed or dropped, as they were.
+    frames_before: Vec<(u32, Option<u64>)>,
+    /// The pages the commit wrote.
+    pages: Vec<PageNum>,
 }
 
 impl WalTracker {
@@ -123,6 +146,7 @@ impl WalTracker {
             pending: Vec::new(),
             written_end: WAL_HEADER_SIZE,
             frames: HashMap::new(),
+            last: None,
         }
     }
 
@@ -542,6 +566,7 @@ impl Db {
         if offset == 0 {
             // A new WAL generation: the frames the unsynced LTX files could be rebuilt from are
             // about to be overwritten.
+            self.retract_unpublished(inner)?;
             self.sync_ltx(inner)?;
             inner.wal = None;
             self.write_at(inner, FileKind::Wal, offset, data)?;
@@ -553,14 +578,37 @@ impl Db {
             }
             return Ok(());
         }
-        if let Some(t) = inner.wal.as_mut() {
-            if offset < t.committed_end {
-                return Err(Error::WalOverwrite {
-                    db: self.name.clone(),
-                    offset,
-                    committed_end: t.committed_end,
-                });
+        let committed_end = inner.wal.as_ref().map_or(0, |t| t.committed_end);
+        if offset < committed_end {
+            // Bytes equal to what is there already (SQLite rewriting the checksums of frames
+            // whose content did not change) change nothing.
+            let mut old = vec![0u8; data.len()];
+            let path = self.path(FileKind::Wal);
+            let same = self
+                .file(inner, FileKind::Wal, false)?
+                .read_exact_at(&mut old, offset)
+                .map(|()| old == data)
+                .map_err(Error::io("read", path))?;
+            if same {
+                return Ok(());
             }
+            let last_start = inner
+                .wal
+                .as_ref()
+                .and_then(|t| t.last.as_ref())
+                .map(|u| u.start);
+            match last_start {
+                Some(start) if offset >= start => self.retract_last_wal_commit(inner)?,
+                _ => {
+                    return Err(Error::WalOverwrite {
+                        db: self.name.clone(),
+                        offset,
+                        committed_end,
+                    })
+                }
+            }
+        }
+        if let Some(t) = inner.wal.as_mut() {
             // A write inside the checked frames (SQLite rewriting a frame of the transaction in
             // progress) voids them from that frame on.
             let fs = t.hdr.frame_size();
@@ -615,6 +663,9 @@ impl Db {
         match kind {
             FileKind::Journal if size == 0 => self.commit_journal(&mut inner)?,
             FileKind::Wal => {
+                if inner.wal.as_ref().is_some_and(|t| size < t.committed_end) {
+                    self.retract_unpublished(&mut inner)?;
+                }
                 self.sync_ltx(&mut inner)?;
                 if let Some(t) = inner.wal.as_mut() {
                     if size < t.committed_end {
@@ -673,6 +724,7 @@ impl Db {
                 inner.journal = None;
             }
             FileKind::Wal => {
+                self.retract_unpublished(&mut inner)?;
                 self.sync_ltx(&mut inner)?;
                 inner.wal = None;
                 inner.wal_file = None;
@@ -809,6 +861,40 @@ impl Db {
             }
         }
         let wal_file = self.path(FileKind::Wal);
+        // What this commit changes, to undo it if SQLite never publishes it.
+        let len_before = inner.sums.len();
+        let mut touched: Vec<u32> = newest.keys().copied().collect();
+        touched.extend(commit.saturating_add(1)..=len_before);
+        let sums_before = touched
+            .iter()
+            .filter_map(|&p| PageNum::new(p))
+            .map(|p| (p, inner.sums.get(p)))
+            .collect();
+        let frames_before = inner.wal.as_ref().map_or_else(Vec::new, |t| {
+            let mut v: Vec<(u32, Option<u64>)> = touched
+                .iter()
+                .map(|&p| (p, t.frames.get(&p).copied()))
+                .collect();
+            v.extend(
+                t.frames
+                    .iter()
+                    .filter(|&(&p, _)| p > commit && p > len_before)
+                    .map(|(&p, &o)| (p, Some(o))),
+            );
+            v
+        });
+        let undo = WalUndo {
+            txid: inner.pos.txid.next().unwrap_or(TXID::new(u64::MAX)),
+            start,
+            sum_before: inner.wal.as_ref().map_or(hdr.checksum, |t| t.committed_sum),
+            pos_before: inner.pos,
+            timestamp_before: inner.timestamp,
+            mode_before: inner.mode,
+            len_before,
+            sums_before,
+            frames_before,
+            pages: newest.keys().filter_map(|&p| PageNum::new(p)).collect(),
+        };
         let mut page = vec![0u8; ps.bytes()];
         for (&pgno, &off) in &newest {
             let Some(p) = PageNum::new(pgno) else {
@@ -838,6 +924,7 @@ impl Db {
             t.frames.retain(|&p, _| p <= commit);
             t.committed_end = end;
             t.committed_sum = last.checksum;
+            t.last = Some(undo);
         }
         if inner.pos.txid.is_zero() || self.opts.strict_verify {
             self.write_ltx(inner, ps, commit, pages, Some(wal_fields), false)?;
@@ -877,6 +964,92 @@ impl Db {
         {
             inner.mode = mode_of(&page1);
         }
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Before the WAL ends (restart, truncation, removal), SQLite has copied every transaction
+    /// it published into the database file. If the newest commit's pages are not there, SQLite
+    /// never published it (its writer died between writing the frames and publishing them):
+    /// undo it.
+    fn retract_unpublished(&self, inner: &mut Inner) -> Result<()> {
+        let Some((ps, pages)) = inner
+            .wal
+            .as_ref()
+            .and_then(|t| t.last.as_ref().map(|u| (t.hdr.page_size, u.pages.clone())))
+        else {
+            return Ok(());
+        };
+        let path = self.path(FileKind::Database);
+        let mut buf = vec![0u8; ps.bytes()];
+        for pgno in pages {
+            let mut n = 0;
+            while n < buf.len() {
+                match inner
+                    .db
+                    .read_at(&mut buf[n..], ps.offset_of(pgno) + n as u64)
+                {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io("read", &path)(e)),
+                }
+            }
+            buf[n..].fill(0);
+            if checksum_page(pgno, &buf) != inner.sums.get(pgno) {
+                return self.retract_last_wal_commit(inner);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes the newest WAL commit: its LTX file (queued or written), checksums, frames and
+    /// position.
+    fn retract_last_wal_commit(&self, inner: &mut Inner) -> Result<()> {
+        let Some(undo) = inner.wal.as_mut().and_then(|t| t.last.take()) else {
+            return Ok(());
+        };
+        {
+            let _writer = self.ltx_writer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            let queued = queue.back().is_some_and(|d| d.header.max_txid == undo.txid);
+            if queued {
+                queue.pop_back();
+            } else {
+                let path = self.ltx_dir.join(format_filename(undo.txid, undo.txid));
+                fsutil::remove_if_exists(&path).map_err(Error::io("remove", &path))?;
+                self.unsynced
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|p| *p != path);
+            }
+        }
+        let grown = inner.sums.len().max(undo.len_before);
+        inner.sums.set_len(grown);
+        for &(pgno, sum) in &undo.sums_before {
+            inner.sums.set(pgno, sum);
+        }
+        inner.sums.set_len(undo.len_before);
+        if let Some(t) = inner.wal.as_mut() {
+            for &(pgno, frame) in &undo.frames_before {
+                match frame {
+                    Some(off) => t.frames.insert(pgno, off),
+                    None => t.frames.remove(&pgno),
+                };
+            }
+            t.committed_end = undo.start;
+            t.committed_sum = undo.sum_before;
+            t.pending.clear();
+        }
+        tracing::warn!(
+            db = %self.name,
+            txid = %undo.txid,
+            "retracted a WAL transaction that SQLite never published (its writer stopped before publishing it)"
+        );
+        inner.pos = undo.pos_before;
+        inner.timestamp = undo.timestamp_before;
+        inner.mode = undo.mode_before;
         Ok(())
     }
 }
