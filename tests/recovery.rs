@@ -1732,3 +1732,35 @@ fn unpublished_wal_commit_dropped_by_checkpoint() {
         "2"
     );
 }
+
+/// A write at an absurd offset into a database (here in the middle of a real transaction, with
+/// a live journal) is refused with EFBIG instead of making the daemon allocate a checksum table
+/// for billions of pages; the mount keeps working.
+#[test]
+fn absurd_database_write_is_refused() {
+    let node = MountedNode::start();
+    cli(
+        &node,
+        "db",
+        Some("delete"),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB); INSERT INTO t (v) VALUES (1);",
+    );
+    let mut a = Driver::open(&node.db_path("db"), 5.0, "writer");
+    a.ok("PRAGMA cache_size = 2");
+    a.ok("BEGIN");
+    a.ok(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) \
+         INSERT INTO t (v) SELECT randomblob(500) FROM c",
+    );
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(node.db_path("db"))
+        .unwrap();
+    let err = f.write_all_at(&[0u8; 4096], 1 << 44).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EFBIG), "{err}");
+    drop(f);
+    a.ok("ROLLBACK");
+    a.close();
+    cli(&node, "db", Some("delete"), "INSERT INTO t (v) VALUES (2);");
+    node.check_consistent("db");
+}

@@ -44,6 +44,7 @@ pub fn errno(e: &Error) -> Errno {
         Error::Io { source, .. } => source.raw_os_error().map_or(Errno::EIO, Errno::from_i32),
         Error::NotFound(_) => Errno::ENOENT,
         Error::InvalidName(..) | Error::UnalignedWrite { .. } => Errno::EINVAL,
+        Error::Growth { .. } => Errno::from_i32(libc::EFBIG),
         _ => Errno::EIO,
     }
 }

@@ -33,6 +33,10 @@ use crate::fsutil;
 use crate::sums::PageSums;
 use crate::wal::{self, Frame, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
 
+/// The most pages one write or transaction may add to a database. A bound, so that a write at
+/// an absurd offset (or a crafted WAL frame) cannot make the checksum table exhaust memory.
+pub(crate) const MAX_GROWTH_PAGES: u32 = 1 << 24;
+
 /// The files SQLite uses for one database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
@@ -546,8 +550,17 @@ impl Db {
                 page_size: ps.get(),
             });
         }
-        self.write_at(inner, FileKind::Database, offset, data)?;
         let first = offset / psz as u64 + 1;
+        let limit = u64::from(inner.sums.len().saturating_add(MAX_GROWTH_PAGES));
+        let top = first + (data.len() / psz) as u64 - 1;
+        if top > limit {
+            return Err(Error::Growth {
+                db: self.name.clone(),
+                pages: u32::try_from(top).unwrap_or(u32::MAX),
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            });
+        }
+        self.write_at(inner, FileKind::Database, offset, data)?;
         let lock_pgno = ps.lock_pgno();
         for (i, page) in data.chunks_exact(psz).enumerate() {
             let Some(pgno) = u32::try_from(first + i as u64).ok().and_then(PageNum::new) else {
@@ -738,6 +751,8 @@ impl Db {
     /// Deletes the database: a deletion LTX (commit 0) and empty files.
     fn drop_database(&self, inner: &mut Inner) -> Result<()> {
         self.check_available(inner)?;
+        // The WAL is about to go: what was cut from it must be on disk first.
+        self.sync_ltx(inner)?;
         if inner.sums.len() == 0 && inner.pos.txid.is_zero() {
             return Err(Error::NotFound(self.name.clone()));
         }
@@ -851,7 +866,6 @@ impl Db {
         let hdr = t.hdr;
         let start = t.committed_end;
         let end = last.offset + hdr.frame_size();
-        let ps = hdr.page_size;
         let commit = last.commit;
         // The newest frame of each page wins.
         let mut newest: BTreeMap<u32, u64> = BTreeMap::new();
@@ -860,7 +874,6 @@ impl Db {
                 newest.insert(f.pgno, f.offset);
             }
         }
-        let wal_file = self.path(FileKind::Wal);
         // What this commit changes, to undo it if SQLite never publishes it.
         let len_before = inner.sums.len();
         let mut touched: Vec<u32> = newest.keys().copied().collect();
@@ -895,6 +908,38 @@ impl Db {
             frames_before,
             pages: newest.keys().filter_map(|&p| PageNum::new(p)).collect(),
         };
+        let top = newest.keys().next_back().copied().unwrap_or(0).max(commit);
+        if top > len_before.saturating_add(MAX_GROWTH_PAGES) {
+            return Err(Error::Growth {
+                db: self.name.clone(),
+                pages: top,
+                limit: len_before.saturating_add(MAX_GROWTH_PAGES),
+            });
+        }
+        if let Some(t) = inner.wal.as_mut() {
+            t.last = Some(undo);
+        }
+        let applied = self.apply_wal_commit(inner, hdr, start, end, last, newest);
+        if applied.is_err() {
+            // SQLite sees the error and never publishes the transaction.
+            self.retract_last_wal_commit(inner)?;
+        }
+        applied
+    }
+
+    /// The fallible part of a WAL commit: checksums, frames, position, LTX file.
+    fn apply_wal_commit(
+        &self,
+        inner: &mut Inner,
+        hdr: WalHeader,
+        start: u64,
+        end: u64,
+        last: Frame,
+        newest: BTreeMap<u32, u64>,
+    ) -> Result<()> {
+        let ps = hdr.page_size;
+        let commit = last.commit;
+        let wal_file = self.path(FileKind::Wal);
         let mut page = vec![0u8; ps.bytes()];
         for (&pgno, &off) in &newest {
             let Some(p) = PageNum::new(pgno) else {
@@ -924,7 +969,6 @@ impl Db {
             t.frames.retain(|&p, _| p <= commit);
             t.committed_end = end;
             t.committed_sum = last.checksum;
-            t.last = Some(undo);
         }
         if inner.pos.txid.is_zero() || self.opts.strict_verify {
             self.write_ltx(inner, ps, commit, pages, Some(wal_fields), false)?;

@@ -37,6 +37,16 @@ pub enum Error {
         /// Page size.
         page_size: u32,
     },
+    /// A write or transaction that would grow the database by more pages than allowed at once.
+    #[error("database {db}: growing to {pages} pages at once is refused (limit {limit})")]
+    Growth {
+        /// The database.
+        db: String,
+        /// The size asked for.
+        pages: u32,
+        /// The largest size allowed.
+        limit: u32,
+    },
     /// A database write in rollback mode with no journal: journal_mode MEMORY or OFF, which
     /// cannot be captured and so is refused rather than silently not replicated.
     #[error(
