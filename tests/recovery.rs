@@ -560,9 +560,9 @@ fn out_of_sync_wal(lost: u64) {
         last.txid.get()
     );
     assert_eq!(
-        pos.txid.get(),
-        first_lost,
-        "the missing transactions should come back as one LTX file\n--- log ---\n{}",
+        pos,
+        last,
+        "the position before the kill should come back\n--- log ---\n{}",
         node.log()
     );
     assert_eq!(
@@ -571,6 +571,11 @@ fn out_of_sync_wal(lost: u64) {
     );
     let recovered = node.ltx_files("db").pop().unwrap();
     let (hdr, trailer, _) = decode_ltx(&recovered);
+    assert_eq!(
+        (hdr.min_txid.get(), hdr.max_txid.get()),
+        (first_lost, last.txid.get()),
+        "one LTX file covering the lost TXIDs"
+    );
     assert_eq!(hdr.pre_apply_checksum, kept_pos.post_apply_checksum);
     assert_eq!(trailer.post_apply_checksum, last.post_apply_checksum);
     let first = deleted[0].0;

@@ -268,31 +268,33 @@ impl MountedNode {
     /// each verifies, each one's pre-apply checksum is the previous one's post-apply checksum,
     /// and the last one ends at `pos`. Returns the number of files.
     pub fn check_ltx_chain(&self, name: &str, pos: Pos) -> u64 {
+        // Files cover 1..=TXID without gaps: one file per transaction, or one file for a range
+        // of them (start-up recovery writes the transactions a crash left without files so).
         let files = self.ltx_files(name);
-        let names: Vec<String> = files
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        let want: Vec<String> = (1..=pos.txid.get())
-            .map(|i| format!("{i:016x}-{i:016x}.ltx"))
-            .collect();
-        assert_eq!(
-            names, want,
-            "LTX files of {name} are not exactly 1..={} (pos {pos})",
-            pos.txid
-        );
+        let mut next = 1u64;
         let mut prev_post = Checksum::ZERO;
-        for (i, path) in files.iter().enumerate() {
+        for path in &files {
             let f = fs::File::open(path).unwrap();
             let (hdr, trailer, _pages) = litefs_ltx::verify(std::io::BufReader::new(f))
                 .unwrap_or_else(|e| panic!("verify {}: {e}", path.display()));
-            let txid = TXID::new(i as u64 + 1);
             assert_eq!(
-                (hdr.min_txid, hdr.max_txid),
-                (txid, txid),
-                "{}",
+                hdr.min_txid,
+                TXID::new(next),
+                "LTX files of {name} do not cover 1..={} without gaps: {} (pos {pos})",
+                pos.txid,
                 path.display()
             );
+            let expected_name = format!(
+                "{:016x}-{:016x}.ltx",
+                hdr.min_txid.get(),
+                hdr.max_txid.get()
+            );
+            assert_eq!(
+                path.file_name().unwrap().to_string_lossy(),
+                expected_name,
+                "file name and header disagree"
+            );
+            next = hdr.max_txid.get() + 1;
             assert_eq!(
                 hdr.pre_apply_checksum,
                 prev_post,
@@ -307,6 +309,11 @@ impl MountedNode {
             );
             prev_post = trailer.post_apply_checksum;
         }
+        assert_eq!(
+            next - 1,
+            pos.txid.get(),
+            "LTX files of {name} end before {pos}"
+        );
         if pos.txid.get() > 0 {
             assert_eq!(
                 prev_post, pos.post_apply_checksum,

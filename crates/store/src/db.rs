@@ -960,6 +960,7 @@ impl Db {
             size: end - start,
             salt1: hdr.salt1,
             salt2: hdr.salt2,
+            txns: 1,
         };
         let pages: BTreeSet<u32> = newest.keys().copied().collect();
         if let Some(t) = inner.wal.as_mut() {
@@ -1105,6 +1106,10 @@ pub(crate) struct WalFields {
     pub(crate) size: u64,
     pub(crate) salt1: u32,
     pub(crate) salt2: u32,
+    /// How many SQLite transactions the segment holds (more than one only when start-up
+    /// recovery writes the transactions a crash left without LTX files as one file, named by
+    /// their TXID range so that TXIDs stay what they were).
+    pub(crate) txns: u64,
 }
 
 impl Db {
@@ -1153,6 +1158,8 @@ impl Db {
         wal: Option<WalFields>,
     ) -> (Header, Vec<PageNum>) {
         let txid = inner.pos.txid.next().unwrap_or(TXID::new(u64::MAX));
+        let span = wal.map_or(1, |w| w.txns.max(1));
+        let max_txid = TXID::new(txid.get().saturating_add(span - 1));
         let snapshot = txid == TXID::ONE;
         let lock_pgno = ps.lock_pgno();
         let pages: Vec<PageNum> = if snapshot {
@@ -1168,7 +1175,7 @@ impl Db {
                 .filter(|&p| p != lock_pgno)
                 .collect()
         };
-        let mut header = Header::new(ps, commit, txid, txid);
+        let mut header = Header::new(ps, commit, txid, max_txid);
         if self.opts.compress {
             header.flags = Flags::COMPRESS_LZ4;
         }

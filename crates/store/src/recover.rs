@@ -303,6 +303,7 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
                             size: end - start,
                             salt1: hdr.salt1,
                             salt2: hdr.salt2,
+                            txns: n as u64,
                         }),
                         true,
                     )?;
