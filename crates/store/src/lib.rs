@@ -149,9 +149,17 @@ impl Store {
                 tracing::warn!(path = %entry.path().display(), "skipping a database directory whose name is not UTF-8");
                 continue;
             };
-            let db = Db::open(&name, entry.path(), db_opts.clone())?;
-            tracing::info!(db = %name, pos = %db.pos(), "opened database");
-            dbs.insert(name, Arc::new(db));
+            // One database that cannot even be opened must not keep the others from being
+            // served.
+            match Db::open(&name, entry.path(), db_opts.clone()) {
+                Ok(db) => {
+                    tracing::info!(db = %name, pos = %db.pos(), "opened database");
+                    dbs.insert(name, Arc::new(db));
+                }
+                Err(e) => {
+                    tracing::error!(db = %name, "database not served: {}", error::chain(&e));
+                }
+            }
         }
         let dbs = Arc::new(RwLock::new(dbs));
         let writer =
