@@ -332,7 +332,9 @@ fn several_databases(mode: &str) {
     let ls = node.ls();
     for db in dbs {
         assert!(ls.contains(&db.to_owned()), "{ls:?}");
-        assert!(ls.contains(&format!("{db}-pos")), "{ls:?}");
+        // Not listed, readable by name.
+        assert!(!ls.contains(&format!("{db}-pos")), "{ls:?}");
+        assert_eq!(node.pos(db).txid.get(), base + 3);
     }
 }
 
@@ -494,8 +496,9 @@ fn restart_keeps_rows_and_pos(mode: &str) {
     node.stop();
 }
 
-/// `ls` of the mount lists what LiteFS lists (TestFileSystem_ReadDir): each database and its
-/// `-pos`, plus `-journal`, `-wal` and `-shm` while those files exist; `.lag` is a dot file.
+/// `ls` of the mount (after LiteFS's TestFileSystem_ReadDir): each database and its
+/// `-journal`, `-wal` and `-shm` while those files exist, as a local directory would (not
+/// `-pos`, unlike LiteFS); `.lag` is a dot file.
 fn readdir(mode: &str) {
     let node = MountedNode::start();
     let mut conns = Vec::new();
@@ -508,12 +511,23 @@ fn readdir(mode: &str) {
             .unwrap();
         conns.push(conn);
     }
+    // As a local directory would show them: `-pos` and `-lock` are not listed (a difference
+    // from LiteFS, so that globs such as `db*` match what they match on local disk), but stay
+    // readable by name.
     let open_suffixes: &[&str] = match mode {
-        "delete" => &["", "-pos"],
-        "truncate" | "persist" => &["", "-journal", "-pos"],
-        "wal" => &["", "-pos", "-shm", "-wal"],
+        "delete" => &[""],
+        "truncate" | "persist" => &["", "-journal"],
+        "wal" => &["", "-shm", "-wal"],
         _ => unreachable!(),
     };
+    for db in ["db0", "db1"] {
+        assert_eq!(
+            fs::read(node.mnt().join(format!("{db}-pos")))
+                .unwrap()
+                .len(),
+            34
+        );
+    }
     let want = |suffixes: &[&str]| -> Vec<String> {
         ["db0", "db1"]
             .iter()
@@ -547,8 +561,8 @@ fn readdir(mode: &str) {
     // Closing the last connection checkpoints and removes the WAL and the shm; the
     // rollback journals stay as they were.
     let closed_suffixes: &[&str] = match mode {
-        "delete" | "wal" => &["", "-pos"],
-        _ => &["", "-journal", "-pos"],
+        "delete" | "wal" => &[""],
+        _ => &["", "-journal"],
     };
     assert_eq!(node.ls(), want(closed_suffixes), "ls after closing");
     for db in ["db0", "db1"] {
@@ -1001,7 +1015,7 @@ fn names_looked_up_before_create_appear_after() {
     Client::Cli
         .run(&node.db_path("db"), Some("delete"), "CREATE TABLE t (x);")
         .unwrap();
-    assert!(node.ls().contains(&"db-pos".to_owned()), "{:?}", node.ls());
+    assert!(node.ls().contains(&"db".to_owned()), "{:?}", node.ls());
     let pos = node.mnt().join("db-pos");
     match fs::read_to_string(&pos) {
         Ok(text) => assert_eq!(text.len(), 34, "{text:?}"),
@@ -1035,4 +1049,50 @@ fn restart_after_crash_unmounts_the_dead_mount() {
         "1"
     );
     node.stop();
+}
+
+/// chmod, chown and utimes on a database are kept and reported as on a local directory, and a
+/// new database gets the mode SQLite asked for: the same steps on a plain directory and on the
+/// mount give the same `stat`.
+#[test]
+fn database_metadata_like_a_local_directory() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let node = MountedNode::start();
+    let plain = tempfile::tempdir().unwrap();
+    let stat_after = |dir: &std::path::Path| {
+        let db = dir.join("meta.db");
+        support::sqlite3(&db, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+        let created = fs::metadata(&db).unwrap().mode() & 0o7777;
+        fs::set_permissions(&db, fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(&db, Some(1234), Some(5678)).unwrap();
+        let when = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        fs::File::options()
+            .write(true)
+            .open(&db)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_accessed(when).set_modified(when))
+            .unwrap();
+        let m = fs::metadata(&db).unwrap();
+        (
+            created,
+            m.mode() & 0o7777,
+            m.uid(),
+            m.gid(),
+            m.mtime(),
+            m.atime(),
+            m.len(),
+        )
+    };
+    let on_plain = stat_after(plain.path());
+    let on_mount = stat_after(&node.mnt());
+    assert_eq!(
+        on_mount, on_plain,
+        "(created mode, mode, uid, gid, mtime, atime, size)"
+    );
+    // And it is still a working database.
+    assert_eq!(
+        support::sqlite3(&node.db_path("meta.db"), "SELECT count(*) FROM t").trim(),
+        "1"
+    );
+    node.check_consistent("meta.db");
 }

@@ -235,12 +235,12 @@ impl MountedNode {
     }
 
     /// The TXID in `<db>-pos`, or 0 while the database does not exist. Looks at the directory
-    /// listing, not at the name, so that no lookup of a missing `-pos` happens.
+    /// listing first, so that no lookup of a missing `-pos` happens.
     pub fn txid_or_zero(&self, name: &str) -> u64 {
-        let pos = format!("{name}-pos");
+        // `-pos` files are not listed (they stay readable by name): look for the database.
         let listed = fs::read_dir(self.mnt())
             .unwrap()
-            .any(|e| e.unwrap().file_name().to_str() == Some(pos.as_str()));
+            .any(|e| e.unwrap().file_name().to_str() == Some(name));
         if listed {
             self.txid(name)
         } else {

@@ -8,12 +8,15 @@
 //! journal never leaves the kernel) are cached, and file pages are kept across opens. POSIX
 //! locks are left to the kernel, which arbitrates them between local processes exactly as on
 //! a local filesystem, so SQLite's lock calls never cross FUSE. The control files change on
-//! their own and are never cached.
+//! their own and are never cached, and are not listed (they stay readable by name), so a
+//! listing matches a local directory's. A database file's mode, owner and times are its
+//! backing file's.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -288,8 +291,24 @@ impl LiteFs {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
                 };
-                let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-                Ok(Some((self.attr(ino, meta.len(), mtime, 0o666), CACHE_TTL)))
+                // The backing file's own mode, owner and times: what chmod, chown and utimes
+                // through the mount set.
+                let time = |secs: i64, nsecs: i64| {
+                    let d = Duration::new(secs.unsigned_abs(), u32::try_from(nsecs).unwrap_or(0));
+                    if secs >= 0 {
+                        UNIX_EPOCH + d
+                    } else {
+                        UNIX_EPOCH - d
+                    }
+                };
+                let mut attr = self.attr(ino, meta.len(), time(meta.mtime(), meta.mtime_nsec()), 0);
+                attr.perm = (meta.mode() & 0o7777) as u16;
+                attr.uid = meta.uid();
+                attr.gid = meta.gid();
+                attr.atime = time(meta.atime(), meta.atime_nsec());
+                attr.ctime = time(meta.ctime(), meta.ctime_nsec());
+                attr.blocks = meta.blocks();
+                Ok(Some((attr, CACHE_TTL)))
             }
             Node::Pos => {
                 let ms = u64::try_from(db.timestamp()).unwrap_or(0);
@@ -320,7 +339,7 @@ impl LiteFs {
         format!("{:+010}\n", 0).into_bytes()
     }
 
-    fn do_create(&self, name: &OsStr) -> OpResult<(FileAttr, Node)> {
+    fn do_create(&self, name: &OsStr, mode: u32, umask: u32) -> OpResult<(FileAttr, Node)> {
         let name = name.to_str().ok_or(Errno::EINVAL)?;
         let (db_name, node) = parse_name(name);
         let kind = match node {
@@ -342,6 +361,12 @@ impl LiteFs {
             db.create(kind).map_err(|e| fail("create", &e))?;
             db
         };
+        let path = db.dir().join(kind.backing_name());
+        std::fs::set_permissions(
+            &path,
+            std::fs::Permissions::from_mode(mode & !umask & 0o7777),
+        )
+        .map_err(|e| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))?;
         let (attr, _) = self.node_attr(&db, node)?.ok_or(Errno::EIO)?;
         Ok((attr, node))
     }
@@ -408,12 +433,12 @@ impl Filesystem for LiteFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -434,6 +459,13 @@ impl Filesystem for LiteFs {
                     }
                     _ => return Err(Errno::EACCES),
                 }
+            }
+            if let Node::Data(kind) = node {
+                let path = db.dir().join(kind.backing_name());
+                set_metadata(&path, mode, uid, gid, atime, mtime).map_err(|e| {
+                    tracing::warn!(path = %path.display(), "setattr failed: {e}");
+                    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+                })?;
             }
             self.node_attr(&db, node)?.ok_or(Errno::ENOENT)
         });
@@ -619,11 +651,6 @@ impl Filesystem for LiteFs {
                 FileType::RegularFile,
                 name.clone(),
             ));
-            entries.push((
-                self.ino(&name, Node::Pos),
-                FileType::RegularFile,
-                format!("{name}-pos"),
-            ));
             for kind in [FileKind::Journal, FileKind::Shm, FileKind::Wal] {
                 if db.exists(kind) {
                     entries.push((
@@ -668,8 +695,8 @@ impl Filesystem for LiteFs {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
@@ -677,7 +704,7 @@ impl Filesystem for LiteFs {
         if parent != INodeNo::ROOT {
             return reply.error(Errno::ENOENT);
         }
-        match self.do_create(name) {
+        match self.do_create(name, mode, umask) {
             Ok((attr, node)) => reply.created(
                 &CACHE_TTL,
                 &attr,
@@ -688,6 +715,41 @@ impl Filesystem for LiteFs {
             Err(e) => reply.error(e),
         }
     }
+}
+
+/// Applies chmod, chown and utimes to a backing file.
+fn set_metadata(
+    path: &Path,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
+) -> io::Result<()> {
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))?;
+    }
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid)?;
+    }
+    if atime.is_some() || mtime.is_some() {
+        let at = |t: TimeOrNow| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => SystemTime::now(),
+        };
+        let mut times = std::fs::FileTimes::new();
+        if let Some(t) = atime {
+            times = times.set_accessed(at(t));
+        }
+        if let Some(t) = mtime {
+            times = times.set_modified(at(t));
+        }
+        std::fs::File::options()
+            .write(true)
+            .open(path)?
+            .set_times(times)?;
+    }
+    Ok(())
 }
 
 fn statvfs(path: &Path) -> io::Result<libc::statvfs> {
