@@ -1096,3 +1096,40 @@ fn database_metadata_like_a_local_directory() {
     );
     node.check_consistent("meta.db");
 }
+
+/// A transaction over two attached databases commits through SQLite's super-journal
+/// (`<db>-mj<hex>`), a file that is not a database: it is kept on this node only, and both
+/// databases record the transaction. Same rows as on a plain directory, and no file left
+/// behind.
+#[test]
+fn attach_multi_database_transaction() {
+    let node = MountedNode::start();
+    let plain = tempfile::tempdir().unwrap();
+    let script = |dir: &std::path::Path| {
+        let out = Command::new("sqlite3")
+            .arg(dir.join("main.db"))
+            .arg(format!(
+                "ATTACH '{}' AS aux; \
+                 CREATE TABLE main.t(x); CREATE TABLE aux.u(y); \
+                 BEGIN; INSERT INTO main.t VALUES (1); INSERT INTO aux.u VALUES (2); COMMIT; \
+                 SELECT (SELECT count(*) FROM main.t), (SELECT count(*) FROM aux.u);",
+                dir.join("aux.db").display()
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(script(&node.mnt()), script(plain.path()));
+    // CREATE TABLE in each, then the transaction over both.
+    assert_eq!(node.txid("main.db"), 2);
+    assert_eq!(node.txid("aux.db"), 2);
+    node.check_consistent("main.db");
+    node.check_consistent("aux.db");
+    let mut plain_ls: Vec<String> = fs::read_dir(plain.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    plain_ls.sort();
+    assert_eq!(node.ls(), plain_ls);
+}

@@ -125,11 +125,33 @@ fn is_control_name(name: &OsStr) -> bool {
         .is_some_and(|n| n == ".lag" || matches!(parse_name(n).1, Node::Pos | Node::Lock))
 }
 
-/// Stable inode numbers for database names, for the life of the mount.
+/// Stable inode numbers for database names and local files, for the life of the mount.
 #[derive(Debug, Default)]
 struct Inodes {
     by_name: HashMap<String, u64>,
     names: Vec<String>,
+    local_by_name: HashMap<String, u64>,
+    local_names: Vec<String>,
+}
+
+/// Local files take inode numbers from here up.
+const FIRST_LOCAL_INO: u64 = 1 << 48;
+
+/// Names of files that are not databases and stay on this node: SQLite's super-journals
+/// (`<db>-mj` and nine hex digits, `-mj%06X9%02X`), written while a transaction spanning several
+/// attached databases commits.
+fn is_local_name(name: &str) -> bool {
+    const SUFFIX: usize = 3 + 9;
+    name.len() > SUFFIX
+        && name.is_char_boundary(name.len() - SUFFIX)
+        && name[name.len() - SUFFIX..].starts_with("-mj")
+        && name[name.len() - 9..]
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit())
+}
+
+fn os_errno(e: &io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Options of the mount.
@@ -277,6 +299,80 @@ impl LiteFs {
         self.attr(INodeNo(LAG_INO), LAG_FILE_SIZE, SystemTime::now(), 0o444)
     }
 
+    /// Attributes of a backing file (its own mode, owner and times: what chmod, chown and
+    /// utimes through the mount set), or `None` if it does not exist.
+    fn file_attr(&self, ino: INodeNo, path: &Path) -> OpResult<Option<FileAttr>> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(os_errno(&e)),
+        };
+        let time = |secs: i64, nsecs: i64| {
+            let d = Duration::new(secs.unsigned_abs(), u32::try_from(nsecs).unwrap_or(0));
+            if secs >= 0 {
+                UNIX_EPOCH + d
+            } else {
+                UNIX_EPOCH - d
+            }
+        };
+        let mut attr = self.attr(ino, meta.len(), time(meta.mtime(), meta.mtime_nsec()), 0);
+        attr.perm = (meta.mode() & 0o7777) as u16;
+        attr.uid = meta.uid();
+        attr.gid = meta.gid();
+        attr.atime = time(meta.atime(), meta.atime_nsec());
+        attr.ctime = time(meta.ctime(), meta.ctime_nsec());
+        attr.blocks = meta.blocks();
+        Ok(Some(attr))
+    }
+
+    /// Inode of a local file, by name.
+    fn local_ino(&self, name: &str) -> INodeNo {
+        if let Some(&i) = self
+            .inodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .local_by_name
+            .get(name)
+        {
+            return INodeNo(FIRST_LOCAL_INO + i);
+        }
+        let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(&i) = inodes.local_by_name.get(name) {
+            return INodeNo(FIRST_LOCAL_INO + i);
+        }
+        let i = inodes.local_names.len() as u64;
+        inodes.local_names.push(name.to_owned());
+        inodes.local_by_name.insert(name.to_owned(), i);
+        INodeNo(FIRST_LOCAL_INO + i)
+    }
+
+    /// The backing path of a local file's inode, if `ino` is one.
+    fn local_path(&self, ino: INodeNo) -> Option<PathBuf> {
+        let i = ino.0.checked_sub(FIRST_LOCAL_INO)?;
+        let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
+        let name = inodes.local_names.get(usize::try_from(i).ok()?)?;
+        Some(self.store.files_dir().join(name))
+    }
+
+    /// Creates a local file (see [`is_local_name`]).
+    fn create_local(&self, name: &str, mode: u32, umask: u32) -> OpResult<FileAttr> {
+        let path = self.store.files_dir().join(name);
+        std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .and_then(|_| {
+                std::fs::set_permissions(
+                    &path,
+                    std::fs::Permissions::from_mode(mode & !umask & 0o7777),
+                )
+            })
+            .map_err(|e| os_errno(&e))?;
+        self.file_attr(self.local_ino(name), &path)?
+            .ok_or(Errno::EIO)
+    }
+
     /// Attributes of a node, or `None` if it does not exist; with the TTL the kernel may keep.
     fn node_attr(&self, db: &Db, node: Node) -> OpResult<Option<(FileAttr, Duration)>> {
         if !db.is_present() {
@@ -286,29 +382,7 @@ impl LiteFs {
         match node {
             Node::Data(kind) => {
                 let path = db.dir().join(kind.backing_name());
-                let meta = match std::fs::metadata(&path) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
-                };
-                // The backing file's own mode, owner and times: what chmod, chown and utimes
-                // through the mount set.
-                let time = |secs: i64, nsecs: i64| {
-                    let d = Duration::new(secs.unsigned_abs(), u32::try_from(nsecs).unwrap_or(0));
-                    if secs >= 0 {
-                        UNIX_EPOCH + d
-                    } else {
-                        UNIX_EPOCH - d
-                    }
-                };
-                let mut attr = self.attr(ino, meta.len(), time(meta.mtime(), meta.mtime_nsec()), 0);
-                attr.perm = (meta.mode() & 0o7777) as u16;
-                attr.uid = meta.uid();
-                attr.gid = meta.gid();
-                attr.atime = time(meta.atime(), meta.atime_nsec());
-                attr.ctime = time(meta.ctime(), meta.ctime_nsec());
-                attr.blocks = meta.blocks();
-                Ok(Some((attr, CACHE_TTL)))
+                Ok(self.file_attr(ino, &path)?.map(|a| (a, CACHE_TTL)))
             }
             Node::Pos => {
                 let ms = u64::try_from(db.timestamp()).unwrap_or(0);
@@ -326,6 +400,11 @@ impl LiteFs {
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         if name == ".lag" {
             return Ok(Some((self.lag_attr(), NO_CACHE)));
+        }
+        if is_local_name(name) {
+            let ino = self.local_ino(name);
+            let path = self.store.files_dir().join(name);
+            return Ok(self.file_attr(ino, &path)?.map(|a| (a, CACHE_TTL)));
         }
         let (db_name, node) = parse_name(name);
         let Some(db) = self.store.db(db_name) else {
@@ -419,6 +498,13 @@ impl Filesystem for LiteFs {
         if ino.0 == LAG_INO {
             return reply.attr(&NO_CACHE, &self.lag_attr());
         }
+        if let Some(path) = self.local_path(ino) {
+            return match self.file_attr(ino, &path) {
+                Ok(Some(attr)) => reply.attr(&CACHE_TTL, &attr),
+                Ok(None) => reply.error(Errno::ENOENT),
+                Err(e) => reply.error(e),
+            };
+        }
         let res = self
             .resolve(ino)
             .and_then(|(db, node)| self.node_attr(&db, node));
@@ -450,6 +536,23 @@ impl Filesystem for LiteFs {
         self.log("setattr", format_args!("{ino} size={size:?}"));
         if ino == INodeNo::ROOT {
             return reply.attr(&CACHE_TTL, &self.root_attr());
+        }
+        if let Some(path) = self.local_path(ino) {
+            let res = (|| {
+                if let Some(size) = size {
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&path)?
+                        .set_len(size)?;
+                }
+                set_metadata(&path, mode, uid, gid, atime, mtime)
+            })()
+            .map_err(|e| os_errno(&e))
+            .and_then(|()| self.file_attr(ino, &path)?.ok_or(Errno::ENOENT));
+            return match res {
+                Ok(attr) => reply.attr(&CACHE_TTL, &attr),
+                Err(e) => reply.error(e),
+            };
         }
         let res = self.resolve(ino).and_then(|(db, node)| {
             if let Some(size) = size {
@@ -483,6 +586,12 @@ impl Filesystem for LiteFs {
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
         };
+        if is_local_name(name) {
+            return match std::fs::remove_file(self.store.files_dir().join(name)) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(os_errno(&e)),
+            };
+        }
         let (db_name, node) = parse_name(name);
         let Some(db) = self.store.db(db_name) else {
             return reply.error(Errno::ENOENT);
@@ -505,6 +614,13 @@ impl Filesystem for LiteFs {
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if ino.0 == LAG_INO {
             return reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+        }
+        if let Some(path) = self.local_path(ino) {
+            return if path.exists() {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+            } else {
+                reply.error(Errno::ENOENT)
+            };
         }
         match self.resolve(ino) {
             Ok((db, node)) => match self.node_attr(&db, node) {
@@ -536,6 +652,27 @@ impl Filesystem for LiteFs {
         };
         if ino.0 == LAG_INO {
             return reply.data(&slice(&self.lag_content()));
+        }
+        if let Some(path) = self.local_path(ino) {
+            let res = std::fs::File::open(&path).and_then(|f| {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; size as usize];
+                let mut n = 0;
+                while n < buf.len() {
+                    match f.read_at(&mut buf[n..], offset + n as u64) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(n);
+                Ok(buf)
+            });
+            return match res {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(os_errno(&e)),
+            };
         }
         let res = self.resolve(ino).and_then(|(db, node)| match node {
             Node::Data(kind) => {
@@ -571,6 +708,17 @@ impl Filesystem for LiteFs {
             "write",
             format_args!("{ino} offset={offset} len={}", data.len()),
         );
+        if let Some(path) = self.local_path(ino) {
+            use std::os::unix::fs::FileExt;
+            let res = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.write_all_at(data, offset));
+            return match res {
+                Ok(()) => reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX)),
+                Err(e) => reply.error(os_errno(&e)),
+            };
+        }
         let res = self.resolve(ino).and_then(|(db, node)| match node {
             Node::Data(kind) => db.write(kind, offset, data).map_err(|e| fail("write", &e)),
             Node::Pos => Err(Errno::EACCES),
@@ -601,6 +749,12 @@ impl Filesystem for LiteFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if let Some(path) = self.local_path(ino) {
+            return match std::fs::File::open(&path).and_then(|f| f.sync_data()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(os_errno(&e)),
+            };
+        }
         let res = self.resolve(ino).and_then(|(db, node)| match node {
             Node::Data(kind) => db.fsync(kind).map_err(|e| fail("fsync", &e)),
             _ => Ok(()),
@@ -661,6 +815,13 @@ impl Filesystem for LiteFs {
                 }
             }
         }
+        if let Ok(dir) = std::fs::read_dir(self.store.files_dir()) {
+            for entry in dir.flatten() {
+                if let Some(name) = entry.file_name().to_str().filter(|n| is_local_name(n)) {
+                    entries.push((self.local_ino(name), FileType::RegularFile, name.to_owned()));
+                }
+            }
+        }
         for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(
                 ino,
@@ -703,6 +864,18 @@ impl Filesystem for LiteFs {
         self.log("create", format_args!("{name:?}"));
         if parent != INodeNo::ROOT {
             return reply.error(Errno::ENOENT);
+        }
+        if let Some(local) = name.to_str().filter(|n| is_local_name(n)) {
+            return match self.create_local(local, mode, umask) {
+                Ok(attr) => reply.created(
+                    &CACHE_TTL,
+                    &attr,
+                    fuser::Generation(0),
+                    FileHandle(0),
+                    FopenFlags::FOPEN_KEEP_CACHE,
+                ),
+                Err(e) => reply.error(e),
+            };
         }
         match self.do_create(name, mode, umask) {
             Ok((attr, node)) => reply.created(
@@ -877,6 +1050,10 @@ mod tests {
         assert_eq!(parse_name("x-pos"), ("x", Node::Pos));
         assert_eq!(parse_name("x-lock"), ("x", Node::Lock));
         assert_eq!(parse_name("-wal"), ("-wal", Node::Data(FileKind::Database)));
+        assert!(is_local_name("app.db-mj887FE9912"));
+        assert!(!is_local_name("app.db-mj887FE991"));
+        assert!(!is_local_name("-mj887FE991Z"));
+        assert!(!is_local_name("app.db"));
     }
 
     #[test]

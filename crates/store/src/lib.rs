@@ -44,6 +44,7 @@ type DbMap = Arc<RwLock<BTreeMap<String, Arc<Db>>>>;
 #[derive(Debug)]
 pub struct Store {
     dbs_dir: PathBuf,
+    files_dir: PathBuf,
     opts: Arc<DbOptions>,
     dbs: DbMap,
     /// Writes deferred WAL-mode LTX files; stopped when the store is dropped.
@@ -164,8 +165,11 @@ impl Store {
         let dbs = Arc::new(RwLock::new(dbs));
         let writer =
             LtxWriter::spawn(dbs.clone(), wake).map_err(Error::io("start ltx writer", &dbs_dir))?;
+        let files_dir = opts.data_dir.join("files");
+        fs::create_dir_all(&files_dir).map_err(Error::io("create", &files_dir))?;
         Ok(Store {
             dbs_dir,
+            files_dir,
             opts: db_opts,
             dbs,
             writer: Some(writer),
@@ -175,6 +179,12 @@ impl Store {
     /// The node id written into this process's LTX files.
     pub fn node_id(&self) -> NodeId {
         self.opts.node_id
+    }
+
+    /// The `files/` directory: files in the mount that are not databases (SQLite's
+    /// super-journals). They stay on this node and are never replicated.
+    pub fn files_dir(&self) -> &Path {
+        &self.files_dir
     }
 
     /// The `dbs/` directory.
