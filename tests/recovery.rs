@@ -1767,3 +1767,101 @@ fn absurd_database_write_is_refused() {
     cli(&node, "db", Some("delete"), "INSERT INTO t (v) VALUES (2);");
     node.check_consistent("db");
 }
+
+/// A database file changed while the node was down (here by the sqlite3 CLI on the data
+/// directory) and an LTX history that can rebuild it: it is restored from the LTX files, and
+/// the changed file is kept beside it (`database.before-repair-<txid>`), never lost.
+#[test]
+fn external_edit_is_repaired_and_kept() {
+    let mut node = MountedNode::start();
+    cli(
+        &node,
+        "db",
+        Some("delete"),
+        "CREATE TABLE a (x); INSERT INTO a VALUES (1);",
+    );
+    let pos = node.check_consistent("db");
+    node.stop();
+    let file = node.db_data_dir("db").join("database");
+    support::sqlite3(&file, "INSERT INTO a VALUES ('edited');");
+    node.start_again();
+    assert_eq!(node.pos("db"), pos);
+    assert_eq!(
+        cli(&node, "db", None, "SELECT count(*) FROM a;").trim(),
+        "1"
+    );
+    node.check_consistent("db");
+    let kept = node
+        .db_data_dir("db")
+        .join(format!("database.before-repair-{}", pos.txid));
+    assert_eq!(
+        support::sqlite3(&kept, "SELECT count(*) FROM a;").trim(),
+        "2"
+    );
+}
+
+/// A database file changed while the node was down that its LTX files cannot rebuild (older
+/// files gone to retention) is refused with a message naming the database and the command to
+/// adopt it; `litefs-rs adopt` then records the file as it is as a new transaction.
+#[test]
+fn external_edit_is_refused_then_adopted() {
+    let mut node = MountedNode::start_with(NodeOptions {
+        retention: Some("1s"),
+        retention_monitor_interval: Some("100ms"),
+        ..NodeOptions::default()
+    });
+    cli(
+        &node,
+        "db",
+        Some("delete"),
+        "CREATE TABLE a (x); CREATE TABLE b (y); INSERT INTO b VALUES (1);",
+    );
+    // The newest transaction only touches table a's pages.
+    cli(&node, "db", Some("delete"), "INSERT INTO a VALUES (1);");
+    wait_until(
+        &node,
+        Duration::from_secs(10),
+        "retention to leave one file",
+        || node.ltx_files("db").len() == 1,
+    );
+    let pos = node.pos("db");
+    node.stop();
+    let file = node.db_data_dir("db").join("database");
+    support::sqlite3(&file, "INSERT INTO b VALUES ('edited');");
+
+    node.start_again();
+    let err = Command::new("sqlite3")
+        .arg(node.db_path("db"))
+        .arg("SELECT count(*) FROM b;")
+        .output()
+        .unwrap();
+    assert!(
+        !err.status.success(),
+        "the edited database was served: {err:?}"
+    );
+    let log = node.log();
+    assert!(
+        log.contains("litefs-rs adopt") && log.contains("db"),
+        "{log}"
+    );
+    node.stop();
+
+    let out = Command::new(support::bin())
+        .args(["adopt", "-config"])
+        .arg(node.config_path())
+        .arg("db")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    node.start_again();
+    assert_eq!(node.txid("db"), pos.txid.get() + 1);
+    assert_eq!(
+        cli(&node, "db", None, "SELECT count(*) FROM b;").trim(),
+        "2"
+    );
+    assert_eq!(node.db_checksum("db"), node.pos("db").post_apply_checksum);
+    assert_eq!(
+        cli(&node, "db", None, "PRAGMA integrity_check;").trim(),
+        "ok"
+    );
+}

@@ -51,6 +51,20 @@ enum Command {
         #[arg(long = "debug")]
         debug: bool,
     },
+    /// With the node stopped, record databases whose files were changed while it was down as
+    /// they are, as new transactions (instead of having them repaired from, or refused for not
+    /// matching, their LTX files).
+    Adopt {
+        /// Configuration file (default: the first of ./litefs.yml, ~/litefs.yml, /etc/litefs.yml).
+        #[arg(long = "config", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Do not expand $VAR and ${...} in the configuration file.
+        #[arg(long = "no-expand-env")]
+        no_expand_env: bool,
+        /// The databases (names in the mount).
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Tools for LTX files and SQLite database files.
     #[command(subcommand)]
     Ltx(ltx_cmd::LtxCommand),
@@ -97,6 +111,28 @@ fn main() -> ExitCode {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
                 Err(e) => {
                     tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Adopt {
+            config,
+            no_expand_env,
+            names,
+        } => {
+            let config = match load_config(config, no_expand_env) {
+                Ok((_, config)) => config,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            init_logging(config.log.debug);
+            match mount_cmd::adopt(config, &names) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
             }

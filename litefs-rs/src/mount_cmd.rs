@@ -45,6 +45,7 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
             data_dir: data_dir.clone(),
             compress: config.data.compress,
             strict_verify: config.strict_verify,
+            adopt: Vec::new(),
         })
         .with_context(|| format!("open data directory {}", data_dir.display()))?,
     );
@@ -95,6 +96,50 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
     store.sync().context("sync ltx files")?;
     tracing::info!("stopped");
     Ok(0)
+}
+
+/// `litefs-rs adopt`: with the node stopped, records the named databases' files as they are as
+/// new transactions (after they were changed while the node was down). Returns the exit code.
+pub fn adopt(config: Config, names: &[String]) -> Result<i32> {
+    let fuse_dir = resolve(&config.fuse.dir)?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .any(|m| Path::new(m) == fuse_dir)
+        && std::fs::read_dir(&fuse_dir).is_ok()
+    {
+        bail!(
+            "{} is mounted and serving: stop the node before adopting databases",
+            fuse_dir.display()
+        );
+    }
+    let data_dir = resolve(&config.data.dir)?;
+    let store = Store::open(StoreOptions {
+        data_dir: data_dir.clone(),
+        compress: config.data.compress,
+        strict_verify: config.strict_verify,
+        adopt: names.to_vec(),
+    })
+    .with_context(|| format!("open data directory {}", data_dir.display()))?;
+    let mut code = 0;
+    for name in names {
+        match store.db(name) {
+            Some(db) => match db.unavailable() {
+                None => println!("{name}: {}", db.pos()),
+                Some(reason) => {
+                    println!("{name}: not served: {reason}");
+                    code = 1;
+                }
+            },
+            None => {
+                println!("{name}: no such database in {}", data_dir.display());
+                code = 1;
+            }
+        }
+    }
+    store.sync().context("sync ltx files")?;
+    Ok(code)
 }
 
 fn retention_loop(

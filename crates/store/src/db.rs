@@ -100,6 +100,8 @@ pub(crate) struct DbOptions {
     pub node_id: NodeId,
     /// Told when a deferred LTX file is waiting.
     pub(crate) wake: Arc<Wake>,
+    /// Databases to adopt as they are at start (see `StoreOptions::adopt`).
+    pub(crate) adopt: Vec<String>,
 }
 
 /// The frames of the current WAL generation, checked as they arrive.
@@ -349,6 +351,11 @@ impl Db {
     /// The database's directory under `dbs/`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// True if the operator asked to adopt this database's file as it is.
+    pub(crate) fn adopting(&self) -> bool {
+        self.opts.adopt.iter().any(|n| n == &self.name)
     }
 
     /// The folder of its LTX files.

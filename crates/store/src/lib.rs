@@ -36,6 +36,10 @@ pub struct StoreOptions {
     pub compress: bool,
     /// Recompute the full checksum after every commit (`strict-verify`).
     pub strict_verify: bool,
+    /// Databases whose file, if it differs from what their LTX files say (it was changed while
+    /// the node was down), is recorded as it is as a new transaction instead of being repaired
+    /// or refused (`litefs-rs adopt`).
+    pub adopt: Vec<String>,
 }
 
 type DbMap = Arc<RwLock<BTreeMap<String, Arc<Db>>>>;
@@ -135,6 +139,7 @@ impl Store {
             strict_verify: opts.strict_verify,
             node_id: random_node_id(),
             wake: wake.clone(),
+            adopt: opts.adopt.clone(),
         });
         let mut dbs = BTreeMap::new();
         for entry in fs::read_dir(&dbs_dir).map_err(Error::io("list", &dbs_dir))? {

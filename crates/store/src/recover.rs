@@ -381,6 +381,16 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
         sums = file_sums(&inner.db, ps, file_pages).map_err(Error::io("read", &db_path))?;
         commit = file_pages;
     }
+    if sums.total() != inner.pos.post_apply_checksum && !recovered_wal && db.adopting() {
+        // The operator says the file is right as it is (changed while the node was down).
+        let all: BTreeSet<u32> = (1..=file_pages).collect();
+        inner.sums = file_sums(&inner.db, ps, file_pages).map_err(Error::io("read", &db_path))?;
+        let before = inner.pos;
+        db.write_ltx(inner, ps, file_pages, all, None, true)?;
+        tracing::info!(db = %db.name(), from = %before, to = %inner.pos, "adopted the database file as it is as a new transaction");
+        sums = file_sums(&inner.db, ps, file_pages).map_err(Error::io("read", &db_path))?;
+        commit = file_pages;
+    }
     if sums.total() != inner.pos.post_apply_checksum && !recovered_wal {
         let actual = sums.total();
         let mismatch = Error::ChecksumMismatch {
@@ -389,20 +399,26 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
             actual,
             expected: inner.pos.post_apply_checksum,
         };
+        let refuse = |why: String| Error::Unavailable {
+            db: db.name().to_owned(),
+            reason: format!(
+                "{why}. If the database file was changed on purpose while the node was down, \
+                 run `litefs-rs adopt -config <litefs.yml> {}` with the node stopped to record \
+                 it as it is as a new transaction",
+                db.name()
+            ),
+        };
         if let Some(moved) = moved_aside.first() {
             // The database file may hold the transaction whose LTX file was damaged: replaying
             // older files over it would silently undo a committed transaction.
-            return Err(Error::Unavailable {
-                db: db.name().to_owned(),
-                reason: format!(
-                    "{mismatch}; the newer LTX file {} did not verify and was moved aside, so \
-                     the database file may hold a transaction no valid LTX file records",
-                    moved.display()
-                ),
-            });
+            return Err(refuse(format!(
+                "{mismatch}; the newer LTX file {} did not verify and was moved aside, so the \
+                 database file may hold a transaction no valid LTX file records",
+                moved.display()
+            )));
         }
         if !heal(db, inner, &files, actual, inner.pos.post_apply_checksum)? {
-            return Err(mismatch);
+            return Err(refuse(mismatch.to_string()));
         }
         sums = file_sums(&inner.db, ps, commit).map_err(Error::io("read", &db_path))?;
         if sums.total() != inner.pos.post_apply_checksum {
@@ -476,6 +492,12 @@ fn heal(
         if sums.total() != target {
             continue;
         }
+        // Keep the file as it was: the difference may be an edit someone wants back.
+        let kept = db
+            .dir()
+            .join(format!("database.before-repair-{}", inner.pos.txid));
+        fs::copy(&db_path, &kept).map_err(Error::io("copy", &kept))?;
+        tracing::warn!(db = %db.name(), kept = %kept.display(), "the database file differs from its LTX files; restoring it from them and keeping the old file");
         for (_, _, path) in &files[start..] {
             apply_pages(db, &inner.db, path)?;
         }
