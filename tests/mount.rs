@@ -1223,3 +1223,46 @@ fn exclusive_locking_mode_in_every_journal_mode() {
         );
     }
 }
+
+/// `rm -f <db>*` removes a database and everything SQLite left beside it, whatever its size
+/// (an empty database SQLite created but never wrote included), leaving the directory as clean
+/// as a local one; each mode, compared with a plain directory.
+#[test]
+fn rm_glob_leaves_the_directory_clean() {
+    let node = MountedNode::start();
+    let plain = tempfile::tempdir().unwrap();
+    let steps = |dir: &std::path::Path, mode: &str| {
+        let db = dir.join(format!("{mode}.db"));
+        support::sqlite3(
+            &db,
+            &format!("PRAGMA journal_mode={mode}; CREATE TABLE t(x); INSERT INTO t VALUES (1);"),
+        );
+        support::sqlite3(&dir.join(format!("empty-{mode}.db")), "SELECT 1;");
+        for pattern in [format!("{mode}.db*"), format!("empty-{mode}.db*")] {
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(format!("cd '{}' && rm -f {pattern}", dir.display()))
+                .status()
+                .unwrap();
+            assert!(status.success(), "rm -f {pattern} in {}", dir.display());
+        }
+        let mut left: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        left.sort();
+        left
+    };
+    for mode in ["delete", "truncate", "persist", "wal"] {
+        assert_eq!(
+            steps(&node.mnt(), mode),
+            steps(plain.path(), mode),
+            "{mode}"
+        );
+        assert!(node.ls().is_empty(), "{mode}: {:?}", node.ls());
+    }
+    // A name can be used again.
+    support::sqlite3(&node.db_path("wal.db"), "CREATE TABLE again(x);");
+    node.check_consistent("wal.db");
+}

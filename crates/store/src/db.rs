@@ -760,12 +760,17 @@ impl Db {
         self.check_available(inner)?;
         // The WAL is about to go: what was cut from it must be on disk first.
         self.sync_ltx(inner)?;
-        if inner.sums.len() == 0 && inner.pos.txid.is_zero() {
+        if !inner.present {
             return Err(Error::NotFound(self.name.clone()));
         }
-        let ps = inner.page_size.unwrap_or(PageSize::DEFAULT);
-        inner.sums.set_len(0);
-        self.write_ltx(inner, ps, 0, BTreeSet::new(), None, true)?;
+        // A database that never got a page (or was dropped before) has nothing to record.
+        let recorded_empty = inner.pos.txid.is_zero()
+            || inner.pos.post_apply_checksum == litefs_ltx::Checksum::EMPTY_DATABASE;
+        if inner.sums.len() > 0 || !recorded_empty {
+            let ps = inner.page_size.unwrap_or(PageSize::DEFAULT);
+            inner.sums.set_len(0);
+            self.write_ltx(inner, ps, 0, BTreeSet::new(), None, true)?;
+        }
         for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
             let path = self.path(kind);
             fsutil::remove_if_exists(&path).map_err(Error::io("remove", path))?;
