@@ -96,10 +96,7 @@ fn main() -> ExitCode {
         } => {
             let config = match load_config(config, no_expand_env) {
                 Ok((_, config)) => config,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
+                Err(code) => return code,
             };
             init_logging(debug || config.log.debug || config.fuse.debug || fuse_debug);
             let flags = mount_cmd::Flags {
@@ -122,10 +119,7 @@ fn main() -> ExitCode {
         } => {
             let config = match load_config(config, no_expand_env) {
                 Ok((_, config)) => config,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
+                Err(code) => return code,
             };
             init_logging(config.log.debug);
             match mount_cmd::adopt(config, &names) {
@@ -148,8 +142,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the configuration for a command that runs a node: on error, prints it and returns
+/// the usage exit code.
+fn load_config(path: Option<PathBuf>, no_expand_env: bool) -> Result<(PathBuf, Config), ExitCode> {
+    read_config(path, no_expand_env).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
 /// Loads, expands and validates the configuration.
-fn load_config(
+fn read_config(
     path: Option<PathBuf>,
     no_expand_env: bool,
 ) -> Result<(PathBuf, Config), litefs_config::ConfigError> {
@@ -174,7 +177,7 @@ fn init_logging(debug: bool) {
 }
 
 fn print_config(path: Option<PathBuf>, no_expand_env: bool) -> ExitCode {
-    let loaded = load_config(path, no_expand_env).and_then(|(path, config)| {
+    let loaded = read_config(path, no_expand_env).and_then(|(path, config)| {
         let yaml = config.to_yaml()?;
         Ok((path, config, yaml))
     });

@@ -3,9 +3,11 @@
 //! and `.lag`; every operation is a call into [`litefs_store`], and store errors become errnos
 //! in one place ([`errno`]).
 //!
-//! What the kernel may cache: everything that only changes through this mount. Attributes and
-//! directory entries (including "no such file", so SQLite's per-transaction check for a hot
-//! journal never leaves the kernel) are cached, and file pages are kept across opens. POSIX
+//! What the kernel may cache: everything that only changes through this mount. A database's
+//! attributes and entry, and "no such file" for any name (so SQLite's per-transaction check for
+//! a hot journal never leaves the kernel), are cached, and file pages are kept across opens.
+//! The existence of `-journal`, `-wal` and `-shm` is not, because the store removes them itself
+//! when a database is dropped. POSIX
 //! locks are left to the kernel, which arbitrates them between local processes exactly as on
 //! a local filesystem, so SQLite's lock calls never cross FUSE. The control files change on
 //! their own and are never cached, and are not listed (they stay readable by name), so a
@@ -136,6 +138,16 @@ struct Inodes {
 
 /// Local files take inode numbers from here up.
 const FIRST_LOCAL_INO: u64 = 1 << 48;
+
+/// How long the kernel may keep a database file's entry and attributes. The journal, WAL and
+/// index come and go, and the store removes them itself when a database is dropped, so their
+/// existence is not cached (their absence is: a create goes through the kernel).
+fn data_ttl(kind: FileKind) -> Duration {
+    match kind {
+        FileKind::Database => CACHE_TTL,
+        FileKind::Journal | FileKind::Wal | FileKind::Shm => NO_CACHE,
+    }
+}
 
 /// Names of files that are not databases and stay on this node: SQLite's super-journals
 /// (`<db>-mj` and nine hex digits, `-mj%06X9%02X`), written while a transaction spanning several
@@ -382,7 +394,7 @@ impl LiteFs {
         match node {
             Node::Data(kind) => {
                 let path = db.dir().join(kind.backing_name());
-                Ok(self.file_attr(ino, &path)?.map(|a| (a, CACHE_TTL)))
+                Ok(self.file_attr(ino, &path)?.map(|a| (a, data_ttl(kind))))
             }
             Node::Pos => {
                 let ms = u64::try_from(db.timestamp()).unwrap_or(0);
@@ -655,17 +667,8 @@ impl Filesystem for LiteFs {
         }
         if let Some(path) = self.local_path(ino) {
             let res = std::fs::File::open(&path).and_then(|f| {
-                use std::os::unix::fs::FileExt;
                 let mut buf = vec![0u8; size as usize];
-                let mut n = 0;
-                while n < buf.len() {
-                    match f.read_at(&mut buf[n..], offset + n as u64) {
-                        Ok(0) => break,
-                        Ok(k) => n += k,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                let n = litefs_store::fsutil::read_full_at(&f, &mut buf, offset)?;
                 buf.truncate(n);
                 Ok(buf)
             });
@@ -879,7 +882,10 @@ impl Filesystem for LiteFs {
         }
         match self.do_create(name, mode, umask) {
             Ok((attr, node)) => reply.created(
-                &CACHE_TTL,
+                &match node {
+                    Node::Data(kind) => data_ttl(kind),
+                    _ => NO_CACHE,
+                },
                 &attr,
                 fuser::Generation(0),
                 FileHandle(0),

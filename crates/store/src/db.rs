@@ -470,16 +470,7 @@ impl Db {
         self.check_available(&inner)?;
         let path = self.path(kind);
         let f = self.file(&mut inner, kind, false)?;
-        let mut n = 0;
-        while n < buf.len() {
-            match f.read_at(&mut buf[n..], offset + n as u64) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("read", path)(e)),
-            }
-        }
-        Ok(n)
+        fsutil::read_full_at(f, buf, offset).map_err(Error::io("read", path))
     }
 
     /// Writes to the backing file of `kind`, capturing a transaction if this write commits one.
@@ -1041,18 +1032,8 @@ impl Db {
         let path = self.path(FileKind::Database);
         let mut buf = vec![0u8; ps.bytes()];
         for pgno in pages {
-            let mut n = 0;
-            while n < buf.len() {
-                match inner
-                    .db
-                    .read_at(&mut buf[n..], ps.offset_of(pgno) + n as u64)
-                {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io("read", &path)(e)),
-                }
-            }
+            let n = fsutil::read_full_at(&inner.db, &mut buf, ps.offset_of(pgno))
+                .map_err(Error::io("read", &path))?;
             buf[n..].fill(0);
             if checksum_page(pgno, &buf) != inner.sums.get(pgno) {
                 return self.retract_last_wal_commit(inner);
@@ -1146,15 +1127,7 @@ impl Db {
         };
         let path = self.path(kind);
         let f = self.file(inner, kind, false)?;
-        let mut n = 0;
-        while n < buf.len() {
-            match f.read_at(&mut buf[n..], offset + n as u64) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("read", path)(e)),
-            }
-        }
+        let n = fsutil::read_full_at(f, buf, offset).map_err(Error::io("read", path))?;
         buf[n..].fill(0);
         Ok(())
     }

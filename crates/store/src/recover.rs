@@ -78,15 +78,7 @@ fn file_sums(file: &File, ps: PageSize, pages: u32) -> io::Result<PageSums> {
 }
 
 fn read_page(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let n = fsutil::read_full_at(file, buf, offset)?;
     buf[n..].fill(0);
     Ok(())
 }
@@ -161,16 +153,8 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
     // 2. A hot journal.
     let mut rolled_back = false;
     let journal_path = dir.join(FileKind::Journal.backing_name());
-    if let Some(j) = File::open(&journal_path)
-        .map(Some)
-        .or_else(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(Error::io("open", &journal_path))?
+    if let Some(j) =
+        fsutil::open_if_exists(&journal_path).map_err(Error::io("open", &journal_path))?
     {
         if journal::is_hot(&j).map_err(Error::io("read", &journal_path))? {
             // Did the interrupted transaction reach its LTX file (written and synced just
@@ -221,16 +205,8 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
     // 3. The WAL.
     let wal_path = dir.join(FileKind::Wal.backing_name());
     let mut recovered_wal = false;
-    if let Some(wal_file) = File::open(&wal_path)
-        .map(Some)
-        .or_else(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(Error::io("open", &wal_path))?
+    if let Some(wal_file) =
+        fsutil::open_if_exists(&wal_path).map_err(Error::io("open", &wal_path))?
     {
         if let Some((hdr, txns)) = wal::scan(&wal_file).map_err(Error::io("read", &wal_path))? {
             let captured_end = match last {
