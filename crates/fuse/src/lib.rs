@@ -3,11 +3,11 @@
 //! and `.lag`; every operation is a call into [`litefs_store`], and store errors become errnos
 //! in one place ([`errno`]).
 //!
-//! What the kernel may cache: everything that only changes through this mount. A database's
-//! attributes and entry, and "no such file" for any name (so SQLite's per-transaction check for
-//! a hot journal never leaves the kernel), are cached, and file pages are kept across opens.
-//! The existence of `-journal`, `-wal` and `-shm` is not, because the store removes them itself
-//! when a database is dropped. POSIX
+//! What the kernel may cache: everything that only changes through this mount. Attributes and
+//! directory entries (including "no such file", so SQLite's per-transaction check for a hot
+//! journal never leaves the kernel) are cached, and file pages are kept across opens. When the
+//! store removes a database's journal, WAL and index itself (a drop), it tells the kernel to
+//! forget them; an open that races with that recreates the file, as SQLite's open would. POSIX
 //! locks are left to the kernel, which arbitrates them between local processes exactly as on
 //! a local filesystem, so SQLite's lock calls never cross FUSE. The control files change on
 //! their own and are never cached, and are not listed (they stay readable by name), so a
@@ -138,16 +138,6 @@ struct Inodes {
 
 /// Local files take inode numbers from here up.
 const FIRST_LOCAL_INO: u64 = 1 << 48;
-
-/// How long the kernel may keep a database file's entry and attributes. The journal, WAL and
-/// index come and go, and the store removes them itself when a database is dropped, so their
-/// existence is not cached (their absence is: a create goes through the kernel).
-fn data_ttl(kind: FileKind) -> Duration {
-    match kind {
-        FileKind::Database => CACHE_TTL,
-        FileKind::Journal | FileKind::Wal | FileKind::Shm => NO_CACHE,
-    }
-}
 
 /// Names of files that are not databases and stay on this node: SQLite's super-journals
 /// (`<db>-mj` and nine hex digits, `-mj%06X9%02X`), written while a transaction spanning several
@@ -394,7 +384,7 @@ impl LiteFs {
         match node {
             Node::Data(kind) => {
                 let path = db.dir().join(kind.backing_name());
-                Ok(self.file_attr(ino, &path)?.map(|a| (a, data_ttl(kind))))
+                Ok(self.file_attr(ino, &path)?.map(|a| (a, CACHE_TTL)))
             }
             Node::Pos => {
                 let ms = u64::try_from(db.timestamp()).unwrap_or(0);
@@ -637,6 +627,21 @@ impl Filesystem for LiteFs {
         match self.resolve(ino) {
             Ok((db, node)) => match self.node_attr(&db, node) {
                 Ok(Some(_)) => reply.opened(FileHandle(0), Self::open_flags(node)),
+                // A journal, WAL or index the store removed itself (dropping the database)
+                // while the kernel still had its entry: SQLite opens these to create them, so
+                // create it again.
+                Ok(None)
+                    if db.is_present()
+                        && matches!(node, Node::Data(k) if k != FileKind::Database) =>
+                {
+                    let Node::Data(kind) = node else {
+                        return reply.error(Errno::ENOENT);
+                    };
+                    match db.create(kind) {
+                        Ok(()) => reply.opened(FileHandle(0), Self::open_flags(node)),
+                        Err(e) => reply.error(fail("create", &e)),
+                    }
+                }
                 Ok(None) => reply.error(Errno::ENOENT),
                 Err(e) => reply.error(e),
             },
@@ -882,10 +887,7 @@ impl Filesystem for LiteFs {
         }
         match self.do_create(name, mode, umask) {
             Ok((attr, node)) => reply.created(
-                &match node {
-                    Node::Data(kind) => data_ttl(kind),
-                    _ => NO_CACHE,
-                },
+                &CACHE_TTL,
                 &attr,
                 fuser::Generation(0),
                 FileHandle(0),
