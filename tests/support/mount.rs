@@ -137,21 +137,7 @@ impl MountedNode {
 
     /// Writes the config into a fresh temporary directory and starts the node.
     pub fn start_with(opts: NodeOptions) -> MountedNode {
-        require_root();
-        let dir = tempfile::Builder::new()
-            .prefix("litefs-mount-")
-            .tempdir()
-            .expect("create tempdir");
-        let mut node = MountedNode {
-            dir,
-            opts,
-            child: None,
-            starts: 0,
-        };
-        fs::create_dir_all(node.mnt()).unwrap();
-        node.write_config();
-        node.spawn();
-        node
+        Self::start_prepared(opts, |_| {})
     }
 
     fn write_config(&self) {

@@ -83,9 +83,12 @@ fn read_page(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes an LTX file's pages into the database file and sets its size, without checks: the
-/// caller compares checksums afterwards.
-fn apply_pages(db: &Db, file: &File, path: &Path) -> Result<()> {
+/// Decodes and verifies an LTX file, handing each page to `page`; returns its header.
+fn for_each_page(
+    db: &Db,
+    path: &Path,
+    mut page: impl FnMut(PageNum, &[u8]) -> Result<()>,
+) -> Result<Header> {
     let f = File::open(path).map_err(Error::io("open", path))?;
     let decode = |source| Error::Decode {
         db: db.name().to_owned(),
@@ -95,12 +98,23 @@ fn apply_pages(db: &Db, file: &File, path: &Path) -> Result<()> {
     let mut dec = Decoder::new(BufReader::new(f)).map_err(decode)?;
     let h = *dec.header();
     let mut buf = vec![0u8; h.page_size.bytes()];
-    let db_path = db.dir().join(FileKind::Database.backing_name());
     while let Some(pgno) = dec.next_page(&mut buf).map_err(decode)? {
-        file.write_all_at(&buf, h.page_size.offset_of(pgno))
-            .map_err(Error::io("write", &db_path))?;
+        page(pgno, &buf)?;
     }
     dec.finish().map_err(decode)?;
+    Ok(h)
+}
+
+/// Writes an LTX file's pages into the database file and sets its size, without checks: the
+/// caller compares checksums afterwards.
+fn apply_pages(db: &Db, file: &File, path: &Path) -> Result<()> {
+    let db_path = db.dir().join(FileKind::Database.backing_name());
+    let h = for_each_page(db, path, |pgno, data| {
+        // The page size is the file's own, checked by the decoder.
+        let offset = u64::from(pgno.get() - 1) * data.len() as u64;
+        file.write_all_at(data, offset)
+            .map_err(Error::io("write", &db_path))
+    })?;
     file.set_len(u64::from(h.commit) * u64::from(h.page_size.get()))
         .map_err(Error::io("truncate", &db_path))?;
     Ok(())
@@ -485,19 +499,10 @@ fn heal(
 
 /// What applying an LTX file would do to the page checksums.
 fn simulate(db: &Db, path: &Path, sums: &mut PageSums) -> Result<()> {
-    let f = File::open(path).map_err(Error::io("open", path))?;
-    let decode = |source| Error::Decode {
-        db: db.name().to_owned(),
-        path: path.to_owned(),
-        source,
-    };
-    let mut dec = Decoder::new(BufReader::new(f)).map_err(decode)?;
-    let h = *dec.header();
-    let mut buf = vec![0u8; h.page_size.bytes()];
-    while let Some(pgno) = dec.next_page(&mut buf).map_err(decode)? {
-        sums.set(pgno, checksum_page(pgno, &buf));
-    }
-    dec.finish().map_err(decode)?;
+    let h = for_each_page(db, path, |pgno, data| {
+        sums.set(pgno, checksum_page(pgno, data));
+        Ok(())
+    })?;
     sums.set_len(h.commit);
     Ok(())
 }
