@@ -1621,9 +1621,10 @@ fn hot_journal_rollback_with_reused_freelist_pages() {
 }
 
 /// A PERSIST journal stays on disk between transactions; another connection that switches to
-/// journal_mode OFF must still be refused, not captured as part of someone else's transaction.
+/// journal_mode OFF writes without it, and its write is recorded as a transaction of its own
+/// when it closes the database, not mixed into anyone else's.
 #[test]
-fn journal_mode_off_refused_beside_a_persisted_journal() {
+fn journal_mode_off_beside_a_persisted_journal_is_its_own_transaction() {
     let node = MountedNode::start();
     cli(
         &node,
@@ -1633,20 +1634,19 @@ fn journal_mode_off_refused_beside_a_persisted_journal() {
     );
     assert!(node.db_data_dir("db").join("journal").exists());
     let txid = node.txid("db");
-    let out = Command::new("sqlite3")
-        .arg(node.db_path("db"))
-        .arg("PRAGMA journal_mode = OFF; INSERT INTO t VALUES (2);")
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the write was accepted: {out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("disk I/O error"),
-        "{out:?}"
+    cli(
+        &node,
+        "db",
+        None,
+        "PRAGMA journal_mode = OFF; INSERT INTO t VALUES (2);",
     );
-    assert_eq!(node.txid("db"), txid);
+    assert_eq!(node.txid("db"), txid + 1);
+    node.check_consistent("db");
+    cli(&node, "db", Some("persist"), "INSERT INTO t VALUES (3);");
+    assert_eq!(node.txid("db"), txid + 2);
     assert_eq!(
         cli(&node, "db", None, "SELECT count(*) FROM t;").trim(),
-        "1"
+        "3"
     );
     node.check_consistent("db");
 }
@@ -1864,4 +1864,82 @@ fn external_edit_is_refused_then_adopted() {
         cli(&node, "db", None, "PRAGMA integrity_check;").trim(),
         "ok"
     );
+}
+
+/// `kill -9` after a copy tool wrote a whole database over an existing one but before it
+/// closed the file (when the copy is recorded): the next start records the file as it is, as
+/// one new transaction.
+#[test]
+fn copy_over_a_database_cut_by_a_crash_is_recorded_at_start() {
+    let mut node = MountedNode::start();
+    cli(
+        &node,
+        "copy.db",
+        Some("delete"),
+        "CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+    );
+    let txid = node.txid("copy.db");
+    let src = tempfile::tempdir().unwrap();
+    let source = src.path().join("src.db");
+    support::sqlite3(
+        &source,
+        "CREATE TABLE u (y); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c \
+         WHERE i < 100) INSERT INTO u SELECT randomblob(100) FROM c;",
+    );
+    let bytes = fs::read(&source).unwrap();
+    let mut copy = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(node.db_path("copy.db"))
+        .unwrap();
+    copy.write_all(&bytes).unwrap();
+    node.kill9();
+    drop(copy);
+    assert!(
+        node.db_data_dir("copy.db").join("rewriting").exists(),
+        "the unrecorded writes left their marker"
+    );
+    node.start_again();
+    assert_eq!(node.txid("copy.db"), txid + 1, "{}", node.log());
+    assert_eq!(
+        cli(&node, "copy.db", None, "SELECT count(*) FROM u;").trim(),
+        "100"
+    );
+    node.check_consistent("copy.db");
+    assert!(!node.db_data_dir("copy.db").join("rewriting").exists());
+}
+
+/// A copy cut short by a crash (the file is not whole pages) cannot be recorded: that database
+/// is refused at start with a message that names it and says what to do, and the others are
+/// served.
+#[test]
+fn partial_copy_cut_by_a_crash_is_refused_with_a_message() {
+    let mut node = MountedNode::start();
+    cli(&node, "copy.db", Some("delete"), "CREATE TABLE t (x);");
+    cli(&node, "other.db", Some("delete"), "CREATE TABLE t (x);");
+    let src = tempfile::tempdir().unwrap();
+    let source = src.path().join("src.db");
+    support::sqlite3(
+        &source,
+        "CREATE TABLE u (y); INSERT INTO u VALUES (randomblob(9000));",
+    );
+    let bytes = fs::read(&source).unwrap();
+    let mut copy = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(node.db_path("copy.db"))
+        .unwrap();
+    copy.write_all(&bytes[..5000]).unwrap();
+    node.kill9();
+    drop(copy);
+    node.start_again();
+    let refused = Client::Cli.run(&node.db_path("copy.db"), None, "SELECT count(*) FROM u;");
+    assert!(refused.is_err(), "{refused:?}");
+    let log = node.log();
+    assert!(
+        log.contains("copy.db") && log.contains("copy the database into the mount again"),
+        "{log}"
+    );
+    cli(&node, "other.db", None, "INSERT INTO t VALUES (1);");
+    node.check_consistent("other.db");
 }

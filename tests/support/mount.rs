@@ -220,17 +220,13 @@ impl MountedNode {
         self.pos(name).txid.get()
     }
 
-    /// The TXID in `<db>-pos`, or 0 while the database does not exist. Looks at the directory
-    /// listing first, so that no lookup of a missing `-pos` happens.
+    /// The TXID in `<db>-pos`, or 0 while the database does not exist (a new file is a plain
+    /// file until SQLite writes to it, and has no `-pos`).
     pub fn txid_or_zero(&self, name: &str) -> u64 {
-        // `-pos` files are not listed (they stay readable by name): look for the database.
-        let listed = fs::read_dir(self.mnt())
-            .unwrap()
-            .any(|e| e.unwrap().file_name().to_str() == Some(name));
-        if listed {
-            self.txid(name)
-        } else {
-            0
+        match fs::metadata(self.mnt().join(format!("{name}-pos"))) {
+            Ok(_) => self.txid(name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => panic!("stat {name}-pos: {e}"),
         }
     }
 

@@ -1,26 +1,36 @@
-//! The FUSE mount: a thin `fuser` adapter over the store. Names map to database files
-//! (`<db>`, `<db>-journal`, `<db>-wal`, `<db>-shm`), control files (`<db>-pos`, `<db>-lock`)
-//! and `.lag`; every operation is a call into [`litefs_store`], and store errors become errnos
-//! in one place ([`errno`]).
+//! The FUSE mount: a thin `fuser` adapter over the store, shaped like a local directory.
+//!
+//! Names: a path whose last component is `<db>`, `<db>-journal`, `<db>-wal` or `<db>-shm` for a
+//! database `<dir>/<db>` of the store is that database's file; `<db>-pos` and `<db>-lock` are
+//! its control files, and `.lag` is at the top. Everything else (subdirectories, and files that
+//! are not databases: logs, scripts, SQLite's super-journals) lives under `data/files/` and
+//! stays on this node. A new file starts as a plain file and becomes a database when SQLite
+//! starts a transaction in it (it creates its journal or WAL), or when a writer closes or syncs
+//! it holding a whole SQLite database (`cp`); its content is then the database's first
+//! transaction. Writes into a database outside SQLite's transactions (`cp` over it) are
+//! recorded as one transaction on close or sync. A rename of a database, or of a plain file
+//! holding one, over a database name replaces it atomically, as one transaction of the target.
+//! Every operation is a call into [`litefs_store`] or the local filesystem, and store errors
+//! become errnos in one place ([`errno`]).
 //!
 //! What the kernel may cache: everything that only changes through this mount. Attributes and
 //! directory entries (including "no such file", so SQLite's per-transaction check for a hot
 //! journal never leaves the kernel) are cached, and file pages are kept across opens. When the
-//! store removes a database's journal, WAL and index itself (a drop), it tells the kernel to
-//! forget them; an open that races with that recreates the file, as SQLite's open would. POSIX
-//! locks are left to the kernel, which arbitrates them between local processes exactly as on
-//! a local filesystem, so SQLite's lock calls never cross FUSE. The control files change on
-//! their own and are never cached, and are not listed (they stay readable by name), so a
-//! listing matches a local directory's. A database file's mode, owner and times are its
-//! backing file's.
+//! store removes a database's journal, WAL and index itself (a drop or a replacement), it tells
+//! the kernel to forget them; an open that races with that recreates the file, as SQLite's
+//! open would. POSIX locks are left to the kernel, which arbitrates them between local
+//! processes exactly as on a local filesystem, so SQLite's lock calls never cross FUSE. The
+//! control files change on their own and are never cached, and are not listed (they stay
+//! readable by name), so a listing matches a local directory's. A file's mode, owner and times
+//! are its backing file's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -28,7 +38,7 @@ use fuser::{
     LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
-use litefs_store::{Db, Error, FileKind, Store};
+use litefs_store::{Content, Db, Error, FileKind, Store};
 
 /// How long the kernel may trust what it was told about files that only change through the
 /// mount.
@@ -40,8 +50,8 @@ pub const POS_FILE_SIZE: u64 = 34;
 /// Size of `.lag`: `%+010d\n`.
 pub const LAG_FILE_SIZE: u64 = 11;
 const LAG_INO: u64 = 2;
-const FIRST_DB_INO: u64 = 16;
-const INOS_PER_DB: u64 = 8;
+/// Other paths take inode numbers from here up.
+const FIRST_INO: u64 = 16;
 
 /// Maps a store error to the errno the application sees.
 pub fn errno(e: &Error) -> Errno {
@@ -50,6 +60,8 @@ pub fn errno(e: &Error) -> Errno {
         Error::NotFound(_) => Errno::ENOENT,
         Error::InvalidName(..) | Error::UnalignedWrite { .. } => Errno::EINVAL,
         Error::Growth { .. } => Errno::from_i32(libc::EFBIG),
+        Error::Busy { .. } => Errno::EBUSY,
+        Error::NotADatabase { .. } => Errno::EINVAL,
         _ => Errno::EIO,
     }
 }
@@ -71,29 +83,6 @@ enum Node {
 }
 
 impl Node {
-    fn index(self) -> u64 {
-        match self {
-            Node::Data(FileKind::Database) => 0,
-            Node::Data(FileKind::Journal) => 1,
-            Node::Data(FileKind::Wal) => 2,
-            Node::Data(FileKind::Shm) => 3,
-            Node::Pos => 4,
-            Node::Lock => 5,
-        }
-    }
-
-    fn from_index(i: u64) -> Option<Node> {
-        Some(match i {
-            0 => Node::Data(FileKind::Database),
-            1 => Node::Data(FileKind::Journal),
-            2 => Node::Data(FileKind::Wal),
-            3 => Node::Data(FileKind::Shm),
-            4 => Node::Pos,
-            5 => Node::Lock,
-            _ => return None,
-        })
-    }
-
     fn suffix(self) -> &'static str {
         match self {
             Node::Data(k) => k.suffix(),
@@ -127,29 +116,29 @@ fn is_control_name(name: &OsStr) -> bool {
         .is_some_and(|n| n == ".lag" || matches!(parse_name(n).1, Node::Pos | Node::Lock))
 }
 
-/// Stable inode numbers for database names and local files, for the life of the mount.
-#[derive(Debug, Default)]
-struct Inodes {
-    by_name: HashMap<String, u64>,
-    names: Vec<String>,
-    local_by_name: HashMap<String, u64>,
-    local_names: Vec<String>,
+/// Splits a path of the mount into its directory (`""` at the top) and its last component.
+fn split_path(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
 }
 
-/// Local files take inode numbers from here up.
-const FIRST_LOCAL_INO: u64 = 1 << 48;
+/// `dir/name`, or `name` at the top.
+fn join_path(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
 
-/// Names of files that are not databases and stay on this node: SQLite's super-journals
-/// (`<db>-mj` and nine hex digits, `-mj%06X9%02X`), written while a transaction spanning several
-/// attached databases commits.
-fn is_local_name(name: &str) -> bool {
-    const SUFFIX: usize = 3 + 9;
-    name.len() > SUFFIX
-        && name.is_char_boundary(name.len() - SUFFIX)
-        && name[name.len() - SUFFIX..].starts_with("-mj")
-        && name[name.len() - 9..]
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit())
+/// True if `path` is `dir` itself or below it.
+fn is_under(path: &str, dir: &str) -> bool {
+    dir.is_empty()
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn os_errno(e: &io::Error) -> Errno {
@@ -169,11 +158,55 @@ pub struct MountOptions {
     pub threads: usize,
 }
 
+/// Inode numbers: one per path of the mount, stable for the life of the mount; a rename moves
+/// the inode with the file, as the kernel expects.
+#[derive(Debug)]
+struct Inodes {
+    by_path: HashMap<Arc<str>, u64>,
+    paths: HashMap<u64, Arc<str>>,
+    next: u64,
+}
+
+impl Default for Inodes {
+    fn default() -> Self {
+        let mut inodes = Inodes {
+            by_path: HashMap::new(),
+            paths: HashMap::new(),
+            next: FIRST_INO,
+        };
+        for (ino, path) in [(INodeNo::ROOT.0, ""), (LAG_INO, ".lag")] {
+            let path: Arc<str> = Arc::from(path);
+            inodes.by_path.insert(path.clone(), ino);
+            inodes.paths.insert(ino, path);
+        }
+        inodes
+    }
+}
+
+/// What a path of the mount is.
+#[derive(Debug)]
+enum Target {
+    /// The mount's top directory.
+    Root,
+    /// `.lag`.
+    Lag,
+    /// A subdirectory: its folder under `files/` (which may not exist yet when only
+    /// databases below it do).
+    Dir(PathBuf),
+    /// A database's file or control file.
+    Db(Arc<Db>, Node),
+    /// A file that is not a database, kept under `files/`.
+    Local(PathBuf),
+}
+
 /// The filesystem.
 #[derive(Debug)]
 pub struct LiteFs {
     store: Arc<Store>,
     inodes: RwLock<Inodes>,
+    /// Held by operations that change names (create, rename, unlink, mkdir, rmdir, and a file
+    /// becoming a database), so that each sees and leaves a consistent namespace.
+    names: Mutex<()>,
     uid: u32,
     gid: u32,
     debug: bool,
@@ -193,6 +226,7 @@ impl LiteFs {
         LiteFs {
             store,
             inodes: RwLock::new(Inodes::default()),
+            names: Mutex::new(()),
             uid,
             gid,
             debug,
@@ -200,28 +234,155 @@ impl LiteFs {
         }
     }
 
-    /// After a database was dropped, its other files are gone too: drop the kernel's entries
-    /// and cached pages for all of them. Runs on its own thread, because the kernel holds the
-    /// directory while the request that caused it is being answered.
-    fn forget_database(&self, name: &str) {
+    fn lock_names(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The inode of `path`, allocated on first use.
+    fn ino(&self, path: &str) -> INodeNo {
+        if let Some(&i) = self
+            .inodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_path
+            .get(path)
+        {
+            return INodeNo(i);
+        }
+        let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(&i) = inodes.by_path.get(path) {
+            return INodeNo(i);
+        }
+        let i = inodes.next;
+        inodes.next += 1;
+        let path: Arc<str> = Arc::from(path);
+        inodes.by_path.insert(path.clone(), i);
+        inodes.paths.insert(i, path);
+        INodeNo(i)
+    }
+
+    /// The inode `path` has now, if it has one.
+    fn existing_ino(&self, path: &str) -> Option<INodeNo> {
+        self.inodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_path
+            .get(path)
+            .map(|&i| INodeNo(i))
+    }
+
+    /// The path of an inode.
+    fn path(&self, ino: INodeNo) -> OpResult<Arc<str>> {
+        self.inodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .paths
+            .get(&ino.0)
+            .cloned()
+            .ok_or(Errno::ENOENT)
+    }
+
+    /// After a rename: the inode of `from` (and of everything below it) now names `to`. An
+    /// inode that named `to` keeps naming it, for the handles still open on it.
+    fn moved(&self, from: &str, to: &str) {
+        let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
+        let moving: Vec<(Arc<str>, u64)> = inodes
+            .by_path
+            .iter()
+            .filter(|(p, _)| is_under(p, from))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
+        for (old, i) in moving {
+            let new: Arc<str> = Arc::from(format!("{to}{}", &old[from.len()..]));
+            inodes.by_path.remove(&old);
+            inodes.by_path.insert(new.clone(), i);
+            inodes.paths.insert(i, new);
+        }
+    }
+
+    /// The path of `name` in directory `parent`.
+    fn child(&self, parent: INodeNo, name: &OsStr) -> OpResult<String> {
+        let name = name.to_str().ok_or(Errno::EINVAL)?;
+        if name.is_empty() || name.contains('/') || name.contains('\0') {
+            return Err(Errno::EINVAL);
+        }
+        let dir = self.path(parent)?;
+        if dir.is_empty() && name == ".lag" {
+            return Ok(name.to_owned());
+        }
+        Ok(join_path(&dir, name))
+    }
+
+    fn local_path(&self, path: &str) -> PathBuf {
+        self.store.files_dir().join(path)
+    }
+
+    /// True if a database exists below directory `dir`.
+    fn has_databases_under(&self, dir: &str) -> bool {
+        self.store
+            .dbs()
+            .iter()
+            .any(|db| db.name().len() > dir.len() && is_under(db.name(), dir) && db.is_present())
+    }
+
+    /// What `path` is, or `None` if it does not exist. With `exists`, a database's journal,
+    /// WAL or index counts only if its file exists (open handles need not check).
+    fn classify(&self, path: &str, exists: bool) -> OpResult<Option<Target>> {
+        if path.is_empty() {
+            return Ok(Some(Target::Root));
+        }
+        if path == ".lag" {
+            return Ok(Some(Target::Lag));
+        }
+        let (dir, base) = split_path(path);
+        let (db_base, node) = parse_name(base);
+        if let Some(db) = self.store.db(&join_path(dir, db_base)) {
+            if db.is_present() {
+                let there = match node {
+                    Node::Data(kind) if exists => db.exists(kind),
+                    _ => true,
+                };
+                if there {
+                    return Ok(Some(Target::Db(db, node)));
+                }
+            }
+        }
+        let local = self.local_path(path);
+        match std::fs::symlink_metadata(&local) {
+            Ok(m) if m.is_dir() => Ok(Some(Target::Dir(local))),
+            Ok(_) => Ok(Some(Target::Local(local))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.has_databases_under(path) {
+                    Ok(Some(Target::Dir(local)))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(e) => Err(os_errno(&e)),
+        }
+    }
+
+    /// What an inode names, for an operation on it.
+    fn target(&self, ino: INodeNo, exists: bool) -> OpResult<Target> {
+        let path = self.path(ino)?;
+        self.classify(&path, exists)?.ok_or(Errno::ENOENT)
+    }
+
+    /// Tells the kernel to forget the entries `names` (directory inode, name) and the cached
+    /// pages of `inodes`. Runs on its own thread, because the kernel holds the directory while
+    /// the request that caused it is being answered.
+    fn invalidate(&self, names: Vec<(INodeNo, String)>, inodes: Vec<INodeNo>) {
         let Some(notifier) = self.notifier.get().cloned() else {
             return;
         };
-        let nodes: Vec<(String, INodeNo)> = [
-            Node::Data(FileKind::Database),
-            Node::Data(FileKind::Journal),
-            Node::Data(FileKind::Wal),
-            Node::Data(FileKind::Shm),
-        ]
-        .into_iter()
-        .map(|n| (format!("{name}{}", n.suffix()), self.ino(name, n)))
-        .collect();
         let spawned = std::thread::Builder::new()
             .name("fuse-invalidate".into())
             .spawn(move || {
-                for (name, ino) in nodes {
-                    // ENOENT: the kernel had nothing cached.
-                    let _ = notifier.inval_entry(INodeNo::ROOT, OsStr::new(&name));
+                // ENOENT: the kernel had nothing cached.
+                for (parent, name) in names {
+                    let _ = notifier.inval_entry(parent, OsStr::new(&name));
+                }
+                for ino in inodes {
                     let _ = notifier.inval_inode(ino, 0, 0);
                 }
             });
@@ -230,44 +391,21 @@ impl LiteFs {
         }
     }
 
-    fn db_index(&self, name: &str) -> u64 {
-        if let Some(&i) = self
-            .inodes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_name
-            .get(name)
-        {
-            return i;
+    /// After a database was dropped or replaced, its other files are gone: drop the kernel's
+    /// entries and cached pages for all of them (and for `extra` inodes).
+    fn forget_database(&self, name: &str, extra: Vec<INodeNo>) {
+        let (dir, base) = split_path(name);
+        let parent = self.ino(dir);
+        let mut names = Vec::new();
+        let mut inodes = extra;
+        for kind in FileKind::ALL {
+            let file = format!("{base}{}", kind.suffix());
+            if let Some(ino) = self.existing_ino(&join_path(dir, &file)) {
+                inodes.push(ino);
+            }
+            names.push((parent, file));
         }
-        let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&i) = inodes.by_name.get(name) {
-            return i;
-        }
-        let i = inodes.names.len() as u64;
-        inodes.names.push(name.to_owned());
-        inodes.by_name.insert(name.to_owned(), i);
-        i
-    }
-
-    fn ino(&self, db: &str, node: Node) -> INodeNo {
-        INodeNo(FIRST_DB_INO + self.db_index(db) * INOS_PER_DB + node.index())
-    }
-
-    /// The database and node of an inode.
-    fn resolve(&self, ino: INodeNo) -> OpResult<(Arc<Db>, Node)> {
-        let n = ino.0.checked_sub(FIRST_DB_INO).ok_or(Errno::ENOENT)?;
-        let node = Node::from_index(n % INOS_PER_DB).ok_or(Errno::ENOENT)?;
-        let name = {
-            let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
-            inodes
-                .names
-                .get((n / INOS_PER_DB) as usize)
-                .cloned()
-                .ok_or(Errno::ENOENT)?
-        };
-        let db = self.store.db(&name).ok_or(Errno::ENOENT)?;
-        Ok((db, node))
+        self.invalidate(names, inodes);
     }
 
     fn attr(&self, ino: INodeNo, size: u64, mtime: SystemTime, perm: u16) -> FileAttr {
@@ -290,19 +428,12 @@ impl LiteFs {
         }
     }
 
-    fn root_attr(&self) -> FileAttr {
-        let mut a = self.attr(INodeNo::ROOT, 0, UNIX_EPOCH, 0o755);
-        a.kind = FileType::Directory;
-        a.nlink = 2;
-        a
-    }
-
     fn lag_attr(&self) -> FileAttr {
         self.attr(INodeNo(LAG_INO), LAG_FILE_SIZE, SystemTime::now(), 0o444)
     }
 
-    /// Attributes of a backing file (its own mode, owner and times: what chmod, chown and
-    /// utimes through the mount set), or `None` if it does not exist.
+    /// Attributes of a backing file or folder (its own mode, owner and times: what chmod,
+    /// chown and utimes through the mount set), or `None` if it does not exist.
     fn file_attr(&self, ino: INodeNo, path: &Path) -> OpResult<Option<FileAttr>> {
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
@@ -324,63 +455,36 @@ impl LiteFs {
         attr.atime = time(meta.atime(), meta.atime_nsec());
         attr.ctime = time(meta.ctime(), meta.ctime_nsec());
         attr.blocks = meta.blocks();
+        if meta.is_dir() {
+            attr.kind = FileType::Directory;
+            attr.nlink = 2;
+        }
         Ok(Some(attr))
     }
 
-    /// Inode of a local file, by name.
-    fn local_ino(&self, name: &str) -> INodeNo {
-        if let Some(&i) = self
-            .inodes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .local_by_name
-            .get(name)
-        {
-            return INodeNo(FIRST_LOCAL_INO + i);
+    /// Attributes of a directory: its folder's, or made up when only databases below it
+    /// exist.
+    fn dir_attr(&self, ino: INodeNo, local: &Path) -> OpResult<FileAttr> {
+        if let Some(attr) = self.file_attr(ino, local)? {
+            return Ok(attr);
         }
-        let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&i) = inodes.local_by_name.get(name) {
-            return INodeNo(FIRST_LOCAL_INO + i);
-        }
-        let i = inodes.local_names.len() as u64;
-        inodes.local_names.push(name.to_owned());
-        inodes.local_by_name.insert(name.to_owned(), i);
-        INodeNo(FIRST_LOCAL_INO + i)
+        let mut attr = self.attr(ino, 0, UNIX_EPOCH, 0o755);
+        attr.kind = FileType::Directory;
+        attr.nlink = 2;
+        Ok(attr)
     }
 
-    /// The backing path of a local file's inode, if `ino` is one.
-    fn local_path(&self, ino: INodeNo) -> Option<PathBuf> {
-        let i = ino.0.checked_sub(FIRST_LOCAL_INO)?;
-        let inodes = self.inodes.read().unwrap_or_else(|e| e.into_inner());
-        let name = inodes.local_names.get(usize::try_from(i).ok()?)?;
-        Some(self.store.files_dir().join(name))
-    }
-
-    /// Creates a local file (see [`is_local_name`]).
-    fn create_local(&self, name: &str, mode: u32, umask: u32) -> OpResult<FileAttr> {
-        let path = self.store.files_dir().join(name);
-        std::fs::File::options()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .and_then(|_| {
-                std::fs::set_permissions(
-                    &path,
-                    std::fs::Permissions::from_mode(mode & !umask & 0o7777),
-                )
-            })
-            .map_err(|e| os_errno(&e))?;
-        self.file_attr(self.local_ino(name), &path)?
-            .ok_or(Errno::EIO)
-    }
-
-    /// Attributes of a node, or `None` if it does not exist; with the TTL the kernel may keep.
-    fn node_attr(&self, db: &Db, node: Node) -> OpResult<Option<(FileAttr, Duration)>> {
+    /// Attributes of a database node, or `None` if it does not exist; with the TTL the kernel
+    /// may keep.
+    fn node_attr(
+        &self,
+        ino: INodeNo,
+        db: &Db,
+        node: Node,
+    ) -> OpResult<Option<(FileAttr, Duration)>> {
         if !db.is_present() {
             return Ok(None);
         }
-        let ino = self.ino(db.name(), node);
         match node {
             Node::Data(kind) => {
                 let path = db.dir().join(kind.backing_name());
@@ -398,21 +502,18 @@ impl LiteFs {
         }
     }
 
-    fn lookup_name(&self, name: &OsStr) -> OpResult<Option<(FileAttr, Duration)>> {
-        let name = name.to_str().ok_or(Errno::ENOENT)?;
-        if name == ".lag" {
-            return Ok(Some((self.lag_attr(), NO_CACHE)));
+    /// Attributes of what `target` is, with the TTL the kernel may keep.
+    fn target_attr(&self, ino: INodeNo, target: &Target) -> OpResult<Option<(FileAttr, Duration)>> {
+        match target {
+            Target::Root => Ok(Some((
+                self.dir_attr(ino, self.store.files_dir())?,
+                CACHE_TTL,
+            ))),
+            Target::Lag => Ok(Some((self.lag_attr(), NO_CACHE))),
+            Target::Dir(local) => Ok(Some((self.dir_attr(ino, local)?, CACHE_TTL))),
+            Target::Local(local) => Ok(self.file_attr(ino, local)?.map(|a| (a, CACHE_TTL))),
+            Target::Db(db, node) => self.node_attr(ino, db, *node),
         }
-        if is_local_name(name) {
-            let ino = self.local_ino(name);
-            let path = self.store.files_dir().join(name);
-            return Ok(self.file_attr(ino, &path)?.map(|a| (a, CACHE_TTL)));
-        }
-        let (db_name, node) = parse_name(name);
-        let Some(db) = self.store.db(db_name) else {
-            return Ok(None);
-        };
-        self.node_attr(&db, node)
     }
 
     fn lag_content(&self) -> Vec<u8> {
@@ -420,43 +521,252 @@ impl LiteFs {
         format!("{:+010}\n", 0).into_bytes()
     }
 
-    fn do_create(&self, name: &OsStr, mode: u32, umask: u32) -> OpResult<(FileAttr, Node)> {
-        let name = name.to_str().ok_or(Errno::EINVAL)?;
-        let (db_name, node) = parse_name(name);
-        let kind = match node {
-            Node::Data(kind) => kind,
-            _ => return Err(Errno::EPERM),
-        };
-        let db = if kind == FileKind::Database {
-            let db = self
-                .store
-                .create_db(db_name)
-                .map_err(|e| fail("create", &e))?;
-            db.set_present();
-            db
-        } else {
-            let db = self.store.db(db_name).ok_or(Errno::ENOENT)?;
-            if !db.is_present() {
-                return Err(Errno::ENOENT);
-            }
-            db.create(kind).map_err(|e| fail("create", &e))?;
-            db
-        };
-        let path = db.dir().join(kind.backing_name());
-        std::fs::set_permissions(
-            &path,
-            std::fs::Permissions::from_mode(mode & !umask & 0o7777),
-        )
-        .map_err(|e| Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        let (attr, _) = self.node_attr(&db, node)?.ok_or(Errno::EIO)?;
-        Ok((attr, node))
+    /// Makes sure the folder of `path`'s directory exists under `files/` (a directory only
+    /// databases made has none yet).
+    fn local_parent(&self, path: &str) -> OpResult<()> {
+        let (dir, _) = split_path(path);
+        if dir.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(self.local_path(dir)).map_err(|e| os_errno(&e))
     }
 
-    fn open_flags(node: Node) -> FopenFlags {
-        match node {
-            Node::Data(_) => FopenFlags::FOPEN_KEEP_CACHE,
-            _ => FopenFlags::FOPEN_DIRECT_IO,
+    /// Turns the file at `path` into a database if it holds one (a header and whole pages),
+    /// or, with `empty_too`, if it is empty (SQLite starting its first transaction in a new
+    /// file). Its content becomes the database's first transaction. Returns the database, or
+    /// `None` if the file stays a plain file.
+    fn promote(&self, path: &str, empty_too: bool) -> OpResult<Option<Arc<Db>>> {
+        let local = self.local_path(path);
+        let content = match std::fs::File::open(&local).and_then(|f| litefs_store::content_of(&f)) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(os_errno(&e)),
+        };
+        let empty = match content {
+            Content::Empty if empty_too => true,
+            Content::Database(_) => false,
+            _ => return Ok(None),
+        };
+        if self.store.db(path).is_some_and(|db| db.is_present()) {
+            return Ok(None);
         }
+        if litefs_store::validate_name(path).is_err() {
+            tracing::info!(path, "not a database name: the file stays a plain file");
+            return Ok(None);
+        }
+        let db = self.store.create_db(path).map_err(|e| fail("create", &e))?;
+        if empty {
+            let meta = std::fs::metadata(&local).map_err(|e| os_errno(&e))?;
+            let backing = db.dir().join(FileKind::Database.backing_name());
+            std::fs::set_permissions(&backing, meta.permissions())
+                .and_then(|()| {
+                    std::os::unix::fs::chown(&backing, Some(meta.uid()), Some(meta.gid()))
+                })
+                .map_err(|e| os_errno(&e))?;
+            db.set_present();
+            std::fs::remove_file(&local).map_err(|e| os_errno(&e))?;
+        } else {
+            db.replace_with(&local).map_err(|e| fail("capture", &e))?;
+        }
+        tracing::info!(db = %path, pos = %db.pos(), "a new file became a database");
+        Ok(Some(db))
+    }
+
+    /// Creates `path` (mode already masked): a database's journal, WAL or index; else a plain
+    /// file. A journal, WAL or index next to a plain file that is empty or holds a database
+    /// makes that file a database first.
+    fn do_create(&self, path: &str, mode: u32) -> OpResult<(FileAttr, FopenFlags)> {
+        let (dir, base) = split_path(path);
+        let (db_base, node) = parse_name(base);
+        let db_name = join_path(dir, db_base);
+        if let Node::Data(kind) = node {
+            if kind != FileKind::Database {
+                let db = match self.store.db(&db_name).filter(|db| db.is_present()) {
+                    Some(db) => Some(db),
+                    None => self.promote(&db_name, true)?,
+                };
+                if let Some(db) = db {
+                    db.create(kind).map_err(|e| fail("create", &e))?;
+                    let backing = db.dir().join(kind.backing_name());
+                    std::fs::set_permissions(&backing, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| os_errno(&e))?;
+                    let ino = self.ino(path);
+                    let (attr, _) = self.node_attr(ino, &db, node)?.ok_or(Errno::EIO)?;
+                    return Ok((attr, open_flags(node)));
+                }
+            }
+        } else if self.store.db(&db_name).is_some_and(|db| db.is_present()) {
+            return Err(Errno::EPERM);
+        }
+        self.local_parent(path)?;
+        let local = self.local_path(path);
+        std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&local)
+            .and_then(|_| std::fs::set_permissions(&local, std::fs::Permissions::from_mode(mode)))
+            .map_err(|e| os_errno(&e))?;
+        let attr = self.file_attr(self.ino(path), &local)?.ok_or(Errno::EIO)?;
+        Ok((attr, FopenFlags::FOPEN_KEEP_CACHE))
+    }
+
+    /// Renames `from` to `to` (see the module documentation for databases).
+    fn do_rename(&self, from: &str, to: &str, noreplace: bool) -> OpResult<()> {
+        let src = self.classify(from, true)?.ok_or(Errno::ENOENT)?;
+        let dst = self.classify(to, true)?;
+        if noreplace && dst.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if from == to {
+            return Ok(());
+        }
+        if is_under(to, from) {
+            return Err(Errno::EINVAL);
+        }
+        let dst_ino = self.existing_ino(to);
+        match (&src, &dst) {
+            (Target::Root | Target::Lag, _) | (_, Some(Target::Root | Target::Lag)) => {
+                return Err(Errno::EBUSY)
+            }
+            (Target::Db(_, Node::Pos | Node::Lock), _)
+            | (_, Some(Target::Db(_, Node::Pos | Node::Lock))) => return Err(Errno::EPERM),
+            // SQLite never renames these; a copy and a delete (what `mv` does on EXDEV) go
+            // through the ordinary paths.
+            (Target::Db(_, Node::Data(k)), _) if *k != FileKind::Database => {
+                return Err(Errno::EXDEV)
+            }
+            (_, Some(Target::Db(_, Node::Data(k)))) if *k != FileKind::Database => {
+                return Err(Errno::EXDEV)
+            }
+            (Target::Dir(_), Some(t)) if !matches!(t, Target::Dir(_)) => {
+                return Err(Errno::ENOTDIR)
+            }
+            (t, Some(Target::Dir(_))) if !matches!(t, Target::Dir(_)) => return Err(Errno::EISDIR),
+            _ => {}
+        }
+        match src {
+            Target::Dir(local) => {
+                if self.has_databases_under(from) {
+                    // Moving databases between names is a copy: `mv` does it on EXDEV.
+                    return Err(Errno::EXDEV);
+                }
+                if let Some(Target::Dir(_)) = &dst {
+                    if self.has_databases_under(to) {
+                        return Err(Errno::ENOTEMPTY);
+                    }
+                }
+                self.local_parent(to)?;
+                std::fs::create_dir_all(&local).map_err(|e| os_errno(&e))?;
+                std::fs::rename(&local, self.local_path(to)).map_err(|e| os_errno(&e))?;
+                self.forget_dropped_under(from);
+            }
+            Target::Local(local) => match dst {
+                Some(Target::Db(t, _)) => match t.replace_with(&local) {
+                    Ok(()) => self.forget_database(to, dst_ino.into_iter().collect()),
+                    Err(litefs_store::Error::NotADatabase { .. }) => {
+                        // A plain file over a database: the database is deleted.
+                        t.remove(FileKind::Database)
+                            .map_err(|e| fail("unlink", &e))?;
+                        self.forget_database(to, dst_ino.into_iter().collect());
+                        self.local_parent(to)?;
+                        std::fs::rename(&local, self.local_path(to)).map_err(|e| os_errno(&e))?;
+                    }
+                    Err(e) => return Err(fail("rename", &e)),
+                },
+                _ => {
+                    self.local_parent(to)?;
+                    std::fs::rename(&local, self.local_path(to)).map_err(|e| os_errno(&e))?;
+                }
+            },
+            Target::Db(s, _) => {
+                let t = match &dst {
+                    Some(Target::Db(t, _)) => t.clone(),
+                    _ => self.store.create_db(to).map_err(|e| fail("rename", &e))?,
+                };
+                // Both must be free of transactions before either changes.
+                let incoming = t.dir().join("incoming");
+                let surrendered = t.ensure_idle().and_then(|()| s.surrender_file(&incoming));
+                if let Err(e) = surrendered {
+                    if !t.is_present() {
+                        let _ = self.store.forget(to);
+                    }
+                    return Err(fail("rename", &e));
+                }
+                t.replace_with(&incoming).map_err(|e| fail("rename", &e))?;
+                if let Some(Target::Local(local)) = &dst {
+                    std::fs::remove_file(local).map_err(|e| os_errno(&e))?;
+                }
+                self.forget_database(from, Vec::new());
+                self.forget_database(to, dst_ino.into_iter().collect());
+            }
+            Target::Root | Target::Lag => return Err(Errno::EBUSY),
+        }
+        self.moved(from, to);
+        Ok(())
+    }
+
+    /// Removes the dropped databases below directory `dir` from the store, so that their
+    /// folders do not outlive the directory.
+    fn forget_dropped_under(&self, dir: &str) {
+        for db in self.store.dbs() {
+            if db.name().len() > dir.len() && is_under(db.name(), dir) && !db.is_present() {
+                if let Err(e) = self.store.forget(db.name()) {
+                    tracing::warn!(db = %db.name(), "failed to forget a dropped database: {e}");
+                }
+            }
+        }
+    }
+
+    /// The entries of directory `path`: its databases and their files, the directories that
+    /// hold databases, and its plain files and folders.
+    fn list(&self, path: &str) -> OpResult<BTreeMap<String, (INodeNo, FileType)>> {
+        let mut entries = BTreeMap::new();
+        for db in self.store.dbs() {
+            let name = db.name();
+            if !is_under(name, path) || name.len() <= path.len() || !db.is_present() {
+                continue;
+            }
+            let rest = if path.is_empty() {
+                name
+            } else {
+                &name[path.len() + 1..]
+            };
+            if let Some(i) = rest.find('/') {
+                let sub = &rest[..i];
+                let ino = self.ino(&join_path(path, sub));
+                entries.insert(sub.to_owned(), (ino, FileType::Directory));
+                continue;
+            }
+            for kind in FileKind::ALL {
+                if db.exists(kind) {
+                    let file = format!("{rest}{}", kind.suffix());
+                    let ino = self.ino(&join_path(path, &file));
+                    entries.insert(file, (ino, FileType::RegularFile));
+                }
+            }
+        }
+        match std::fs::read_dir(self.local_path(path)) {
+            Ok(dir) => {
+                for entry in dir.flatten() {
+                    let Ok(name) = entry.file_name().into_string() else {
+                        continue;
+                    };
+                    if entries.contains_key(&name) || (path.is_empty() && name == ".lag") {
+                        continue;
+                    }
+                    let kind = match entry.file_type() {
+                        Ok(t) if t.is_dir() => FileType::Directory,
+                        _ => FileType::RegularFile,
+                    };
+                    let ino = self.ino(&join_path(path, &name));
+                    entries.insert(name, (ino, kind));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(os_errno(&e)),
+        }
+        Ok(entries)
     }
 
     fn log(&self, op: &str, detail: std::fmt::Arguments<'_>) {
@@ -466,6 +776,22 @@ impl LiteFs {
     }
 }
 
+fn open_flags(node: Node) -> FopenFlags {
+    match node {
+        Node::Data(_) => FopenFlags::FOPEN_KEEP_CACHE,
+        _ => FopenFlags::FOPEN_DIRECT_IO,
+    }
+}
+
+/// Reads up to `size` bytes at `offset` of a plain file.
+fn read_local(path: &Path, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    let f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; size as usize];
+    let n = litefs_store::fsutil::read_full_at(&f, &mut buf, offset)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
 impl Filesystem for LiteFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_write(1 << 20);
@@ -473,11 +799,15 @@ impl Filesystem for LiteFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.log("lookup", format_args!("{name:?}"));
-        if parent != INodeNo::ROOT {
-            return reply.error(Errno::ENOENT);
-        }
-        match self.lookup_name(name) {
+        self.log("lookup", format_args!("{parent} {name:?}"));
+        let res = self.child(parent, name).and_then(|path| {
+            let target = self.classify(&path, true)?;
+            match target {
+                Some(t) => self.target_attr(self.ino(&path), &t),
+                None => Ok(None),
+            }
+        });
+        match res {
             Ok(Some((attr, ttl))) => reply.entry(&ttl, &attr, fuser::Generation(0)),
             // Control files appear without the kernel seeing a create: never cache their
             // absence.
@@ -494,22 +824,9 @@ impl Filesystem for LiteFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        if ino == INodeNo::ROOT {
-            return reply.attr(&CACHE_TTL, &self.root_attr());
-        }
-        if ino.0 == LAG_INO {
-            return reply.attr(&NO_CACHE, &self.lag_attr());
-        }
-        if let Some(path) = self.local_path(ino) {
-            return match self.file_attr(ino, &path) {
-                Ok(Some(attr)) => reply.attr(&CACHE_TTL, &attr),
-                Ok(None) => reply.error(Errno::ENOENT),
-                Err(e) => reply.error(e),
-            };
-        }
         let res = self
-            .resolve(ino)
-            .and_then(|(db, node)| self.node_attr(&db, node));
+            .target(ino, true)
+            .and_then(|t| self.target_attr(ino, &t));
         match res {
             Ok(Some((attr, ttl))) => reply.attr(&ttl, &attr),
             Ok(None) => reply.error(Errno::ENOENT),
@@ -536,43 +853,36 @@ impl Filesystem for LiteFs {
         reply: ReplyAttr,
     ) {
         self.log("setattr", format_args!("{ino} size={size:?}"));
-        if ino == INodeNo::ROOT {
-            return reply.attr(&CACHE_TTL, &self.root_attr());
-        }
-        if let Some(path) = self.local_path(ino) {
-            let res = (|| {
-                if let Some(size) = size {
-                    std::fs::File::options()
-                        .write(true)
-                        .open(&path)?
-                        .set_len(size)?;
+        let res = self.target(ino, true).and_then(|target| {
+            let path = match &target {
+                Target::Root => self.store.files_dir().to_owned(),
+                Target::Lag | Target::Db(_, Node::Pos | Node::Lock) => return Err(Errno::EACCES),
+                Target::Dir(local) => {
+                    std::fs::create_dir_all(local).map_err(|e| os_errno(&e))?;
+                    local.clone()
                 }
-                set_metadata(&path, mode, uid, gid, atime, mtime)
-            })()
-            .map_err(|e| os_errno(&e))
-            .and_then(|()| self.file_attr(ino, &path)?.ok_or(Errno::ENOENT));
-            return match res {
-                Ok(attr) => reply.attr(&CACHE_TTL, &attr),
-                Err(e) => reply.error(e),
-            };
-        }
-        let res = self.resolve(ino).and_then(|(db, node)| {
-            if let Some(size) = size {
-                match node {
-                    Node::Data(kind) => {
-                        db.truncate(kind, size).map_err(|e| fail("truncate", &e))?
+                Target::Local(local) => {
+                    if let Some(size) = size {
+                        std::fs::File::options()
+                            .write(true)
+                            .open(local)
+                            .and_then(|f| f.set_len(size))
+                            .map_err(|e| os_errno(&e))?;
                     }
-                    _ => return Err(Errno::EACCES),
+                    local.clone()
                 }
-            }
-            if let Node::Data(kind) = node {
-                let path = db.dir().join(kind.backing_name());
-                set_metadata(&path, mode, uid, gid, atime, mtime).map_err(|e| {
-                    tracing::warn!(path = %path.display(), "setattr failed: {e}");
-                    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
-                })?;
-            }
-            self.node_attr(&db, node)?.ok_or(Errno::ENOENT)
+                Target::Db(db, Node::Data(kind)) => {
+                    if let Some(size) = size {
+                        db.truncate(*kind, size).map_err(|e| fail("truncate", &e))?;
+                    }
+                    db.dir().join(kind.backing_name())
+                }
+            };
+            set_metadata(&path, mode, uid, gid, atime, mtime).map_err(|e| {
+                tracing::warn!(path = %path.display(), "setattr failed: {e}");
+                os_errno(&e)
+            })?;
+            self.target_attr(ino, &target)?.ok_or(Errno::ENOENT)
         });
         match res {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),
@@ -580,71 +890,151 @@ impl Filesystem for LiteFs {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.log("unlink", format_args!("{name:?}"));
-        if parent != INodeNo::ROOT {
-            return reply.error(Errno::ENOENT);
-        }
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENOENT);
-        };
-        if is_local_name(name) {
-            return match std::fs::remove_file(self.store.files_dir().join(name)) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(os_errno(&e)),
-            };
-        }
-        let (db_name, node) = parse_name(name);
-        let Some(db) = self.store.db(db_name) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let res = match node {
-            Node::Data(kind) => db.remove(kind).map_err(|e| fail("unlink", &e)),
-            _ => Err(Errno::EACCES),
-        };
-        match res {
-            Ok(()) => {
-                reply.ok();
-                if node == Node::Data(FileKind::Database) {
-                    self.forget_database(db_name);
-                }
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.log("mkdir", format_args!("{parent} {name:?}"));
+        let _names = self.lock_names();
+        let res = self.child(parent, name).and_then(|path| {
+            if self.classify(&path, true)?.is_some() {
+                return Err(Errno::EEXIST);
             }
+            // A dropped database of that name: the name is a directory's now.
+            self.store.forget(&path).map_err(|e| fail("mkdir", &e))?;
+            self.local_parent(&path)?;
+            let local = self.local_path(&path);
+            std::fs::create_dir(&local)
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        &local,
+                        std::fs::Permissions::from_mode(mode & !umask & 0o7777),
+                    )
+                })
+                .map_err(|e| os_errno(&e))?;
+            self.dir_attr(self.ino(&path), &local)
+        });
+        match res {
+            Ok(attr) => reply.entry(&CACHE_TTL, &attr, fuser::Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.log("rmdir", format_args!("{parent} {name:?}"));
+        let _names = self.lock_names();
+        let res = self
+            .child(parent, name)
+            .and_then(|path| match self.classify(&path, true)? {
+                Some(Target::Dir(local)) => {
+                    if self.has_databases_under(&path) {
+                        return Err(Errno::ENOTEMPTY);
+                    }
+                    std::fs::remove_dir(&local).map_err(|e| os_errno(&e))?;
+                    self.forget_dropped_under(&path);
+                    Ok(())
+                }
+                Some(Target::Root) => Err(Errno::EBUSY),
+                Some(_) => Err(Errno::ENOTDIR),
+                None => Err(Errno::ENOENT),
+            });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.log("unlink", format_args!("{parent} {name:?}"));
+        let _names = self.lock_names();
+        let res = self
+            .child(parent, name)
+            .and_then(|path| match self.classify(&path, true)? {
+                Some(Target::Local(local)) => std::fs::remove_file(local).map_err(|e| os_errno(&e)),
+                Some(Target::Db(db, Node::Data(kind))) => {
+                    db.remove(kind).map_err(|e| fail("unlink", &e))?;
+                    if kind == FileKind::Database {
+                        self.forget_database(&path, Vec::new());
+                    }
+                    Ok(())
+                }
+                Some(Target::Db(..) | Target::Lag) => Err(Errno::EACCES),
+                Some(Target::Dir(_) | Target::Root) => Err(Errno::EISDIR),
+                None => Err(Errno::ENOENT),
+            });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.log(
+            "rename",
+            format_args!("{parent} {name:?} -> {newparent} {newname:?}"),
+        );
+        let bits = flags.bits();
+        if bits & !libc::RENAME_NOREPLACE != 0 {
+            // RENAME_EXCHANGE and RENAME_WHITEOUT.
+            return reply.error(Errno::EINVAL);
+        }
+        let _names = self.lock_names();
+        let res = self.child(parent, name).and_then(|from| {
+            let to = self.child(newparent, newname)?;
+            self.do_rename(&from, &to, bits & libc::RENAME_NOREPLACE != 0)
+        });
+        match res {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if ino.0 == LAG_INO {
-            return reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
-        }
-        if let Some(path) = self.local_path(ino) {
-            return if path.exists() {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
-            } else {
-                reply.error(Errno::ENOENT)
-            };
-        }
-        match self.resolve(ino) {
-            Ok((db, node)) => match self.node_attr(&db, node) {
-                Ok(Some(_)) => reply.opened(FileHandle(0), Self::open_flags(node)),
-                // A journal, WAL or index the store removed itself (dropping the database)
-                // while the kernel still had its entry: SQLite opens these to create them, so
-                // create it again.
-                Ok(None)
-                    if db.is_present()
-                        && matches!(node, Node::Data(k) if k != FileKind::Database) =>
-                {
-                    let Node::Data(kind) = node else {
-                        return reply.error(Errno::ENOENT);
-                    };
-                    match db.create(kind) {
-                        Ok(()) => reply.opened(FileHandle(0), Self::open_flags(node)),
-                        Err(e) => reply.error(fail("create", &e)),
+        let res = self.path(ino).and_then(|path| {
+            let target = match self.classify(&path, true)? {
+                Some(t) => t,
+                None => {
+                    // A journal, WAL or index the store removed itself (dropping the database)
+                    // while the kernel still had its entry: SQLite opens these to create them,
+                    // so create it again.
+                    let (dir, base) = split_path(&path);
+                    let (db_base, node) = parse_name(base);
+                    let db = self
+                        .store
+                        .db(&join_path(dir, db_base))
+                        .filter(|db| db.is_present());
+                    match (db, node) {
+                        (Some(db), Node::Data(kind)) if kind != FileKind::Database => {
+                            db.create(kind).map_err(|e| fail("create", &e))?;
+                            return Ok(open_flags(node));
+                        }
+                        _ => return Err(Errno::ENOENT),
                     }
                 }
-                Ok(None) => reply.error(Errno::ENOENT),
-                Err(e) => reply.error(e),
-            },
+            };
+            match target {
+                Target::Lag => Ok(FopenFlags::FOPEN_DIRECT_IO),
+                Target::Local(_) => Ok(FopenFlags::FOPEN_KEEP_CACHE),
+                Target::Db(_, node) => Ok(open_flags(node)),
+                Target::Dir(_) | Target::Root => Err(Errno::EISDIR),
+            }
+        });
+        match res {
+            Ok(flags) => reply.opened(FileHandle(0), flags),
             Err(e) => reply.error(e),
         }
     }
@@ -667,23 +1057,10 @@ impl Filesystem for LiteFs {
             let end = start.saturating_add(size as usize).min(content.len());
             content[start..end].to_vec()
         };
-        if ino.0 == LAG_INO {
-            return reply.data(&slice(&self.lag_content()));
-        }
-        if let Some(path) = self.local_path(ino) {
-            let res = std::fs::File::open(&path).and_then(|f| {
-                let mut buf = vec![0u8; size as usize];
-                let n = litefs_store::fsutil::read_full_at(&f, &mut buf, offset)?;
-                buf.truncate(n);
-                Ok(buf)
-            });
-            return match res {
-                Ok(data) => reply.data(&data),
-                Err(e) => reply.error(os_errno(&e)),
-            };
-        }
-        let res = self.resolve(ino).and_then(|(db, node)| match node {
-            Node::Data(kind) => {
+        let res = self.target(ino, false).and_then(|target| match target {
+            Target::Lag => Ok(slice(&self.lag_content())),
+            Target::Local(path) => read_local(&path, offset, size).map_err(|e| os_errno(&e)),
+            Target::Db(db, Node::Data(kind)) => {
                 let mut buf = vec![0u8; size as usize];
                 let n = db
                     .read(kind, offset, &mut buf)
@@ -691,8 +1068,9 @@ impl Filesystem for LiteFs {
                 buf.truncate(n);
                 Ok(buf)
             }
-            Node::Pos => Ok(slice(format!("{}\n", db.pos()).as_bytes())),
-            Node::Lock => Ok(Vec::new()),
+            Target::Db(db, Node::Pos) => Ok(slice(format!("{}\n", db.pos()).as_bytes())),
+            Target::Db(_, Node::Lock) => Ok(Vec::new()),
+            Target::Dir(_) | Target::Root => Err(Errno::EISDIR),
         });
         match res {
             Ok(data) => reply.data(&data),
@@ -716,21 +1094,21 @@ impl Filesystem for LiteFs {
             "write",
             format_args!("{ino} offset={offset} len={}", data.len()),
         );
-        if let Some(path) = self.local_path(ino) {
-            use std::os::unix::fs::FileExt;
-            let res = std::fs::File::options()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.write_all_at(data, offset));
-            return match res {
-                Ok(()) => reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX)),
-                Err(e) => reply.error(os_errno(&e)),
-            };
-        }
-        let res = self.resolve(ino).and_then(|(db, node)| match node {
-            Node::Data(kind) => db.write(kind, offset, data).map_err(|e| fail("write", &e)),
-            Node::Pos => Err(Errno::EACCES),
-            Node::Lock => Err(Errno::EIO),
+        let res = self.target(ino, false).and_then(|target| match target {
+            Target::Local(path) => {
+                use std::os::unix::fs::FileExt;
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.write_all_at(data, offset))
+                    .map_err(|e| os_errno(&e))
+            }
+            Target::Db(db, Node::Data(kind)) => {
+                db.write(kind, offset, data).map_err(|e| fail("write", &e))
+            }
+            Target::Db(_, Node::Pos) | Target::Lag => Err(Errno::EACCES),
+            Target::Db(_, Node::Lock) => Err(Errno::EIO),
+            Target::Dir(_) | Target::Root => Err(Errno::EISDIR),
         });
         match res {
             Ok(()) => reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX)),
@@ -738,15 +1116,20 @@ impl Filesystem for LiteFs {
         }
     }
 
+    /// Each close: a database file written outside SQLite's transactions, or a plain file
+    /// that now holds a database, is recorded.
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        match self.settle(ino) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn fsync(
@@ -757,14 +1140,14 @@ impl Filesystem for LiteFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(path) = self.local_path(ino) {
-            return match std::fs::File::open(&path).and_then(|f| f.sync_data()) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(os_errno(&e)),
-            };
-        }
-        let res = self.resolve(ino).and_then(|(db, node)| match node {
-            Node::Data(kind) => db.fsync(kind).map_err(|e| fail("fsync", &e)),
+        let res = self.target(ino, false).and_then(|target| match target {
+            Target::Local(path) => {
+                std::fs::File::open(&path)
+                    .and_then(|f| f.sync_data())
+                    .map_err(|e| os_errno(&e))?;
+                self.settle(ino)
+            }
+            Target::Db(db, Node::Data(kind)) => db.fsync(kind).map_err(|e| fail("fsync", &e)),
             _ => Ok(()),
         });
         match res {
@@ -776,14 +1159,26 @@ impl Filesystem for LiteFs {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.store.sync_dirs() {
+        let res =
+            self.store
+                .sync_dirs()
+                .map_err(|e| fail("fsyncdir", &e))
+                .and_then(|()| match self.target(ino, true)? {
+                    Target::Dir(local) if local.exists() => {
+                        litefs_store::fsutil::sync_dir(&local).map_err(|e| os_errno(&e))
+                    }
+                    Target::Root => litefs_store::fsutil::sync_dir(self.store.files_dir())
+                        .map_err(|e| os_errno(&e)),
+                    _ => Ok(()),
+                });
+        match res {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("fsyncdir", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -795,41 +1190,30 @@ impl Filesystem for LiteFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        if ino != INodeNo::ROOT {
-            return reply.error(Errno::ENOTDIR);
-        }
-        let mut entries: Vec<(INodeNo, FileType, String)> = vec![
-            (INodeNo::ROOT, FileType::Directory, ".".into()),
-            (INodeNo::ROOT, FileType::Directory, "..".into()),
-            (INodeNo(LAG_INO), FileType::RegularFile, ".lag".into()),
-        ];
-        for db in self.store.dbs() {
-            if !db.is_present() || db.page_count() == 0 {
-                continue;
+        let res = self.path(ino).and_then(|path| {
+            match self.classify(&path, true)? {
+                Some(Target::Root | Target::Dir(_)) => {}
+                Some(_) => return Err(Errno::ENOTDIR),
+                None => return Err(Errno::ENOENT),
             }
-            let name = db.name().to_owned();
-            entries.push((
-                self.ino(&name, Node::Data(FileKind::Database)),
-                FileType::RegularFile,
-                name.clone(),
-            ));
-            for kind in [FileKind::Journal, FileKind::Shm, FileKind::Wal] {
-                if db.exists(kind) {
-                    entries.push((
-                        self.ino(&name, Node::Data(kind)),
-                        FileType::RegularFile,
-                        format!("{name}{}", kind.suffix()),
-                    ));
-                }
+            let (dir, _) = split_path(&path);
+            let parent = if path.is_empty() { ino } else { self.ino(dir) };
+            let mut entries: Vec<(INodeNo, FileType, String)> = vec![
+                (ino, FileType::Directory, ".".into()),
+                (parent, FileType::Directory, "..".into()),
+            ];
+            if path.is_empty() {
+                entries.push((INodeNo(LAG_INO), FileType::RegularFile, ".lag".into()));
             }
-        }
-        if let Ok(dir) = std::fs::read_dir(self.store.files_dir()) {
-            for entry in dir.flatten() {
-                if let Some(name) = entry.file_name().to_str().filter(|n| is_local_name(n)) {
-                    entries.push((self.local_ino(name), FileType::RegularFile, name.to_owned()));
-                }
+            for (name, (ino, kind)) in self.list(&path)? {
+                entries.push((ino, kind, name));
             }
-        }
+            Ok(entries)
+        });
+        let entries = match res {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
         for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(
                 ino,
@@ -855,7 +1239,7 @@ impl Filesystem for LiteFs {
                 255,
                 u32::try_from(s.f_frsize).unwrap_or(4096),
             ),
-            Err(e) => reply.error(Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))),
+            Err(e) => reply.error(os_errno(&e)),
         }
     }
 
@@ -869,31 +1253,61 @@ impl Filesystem for LiteFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        self.log("create", format_args!("{name:?}"));
-        if parent != INodeNo::ROOT {
-            return reply.error(Errno::ENOENT);
-        }
-        if let Some(local) = name.to_str().filter(|n| is_local_name(n)) {
-            return match self.create_local(local, mode, umask) {
-                Ok(attr) => reply.created(
-                    &CACHE_TTL,
-                    &attr,
-                    fuser::Generation(0),
-                    FileHandle(0),
-                    FopenFlags::FOPEN_KEEP_CACHE,
-                ),
-                Err(e) => reply.error(e),
-            };
-        }
-        match self.do_create(name, mode, umask) {
-            Ok((attr, node)) => reply.created(
+        self.log("create", format_args!("{parent} {name:?}"));
+        let _names = self.lock_names();
+        let res = self
+            .child(parent, name)
+            .and_then(|path| self.do_create(&path, mode & !umask & 0o7777));
+        match res {
+            Ok((attr, flags)) => reply.created(
                 &CACHE_TTL,
                 &attr,
                 fuser::Generation(0),
                 FileHandle(0),
-                Self::open_flags(node),
+                flags,
             ),
             Err(e) => reply.error(e),
+        }
+    }
+}
+
+impl LiteFs {
+    /// At start, below directory `dir`: a plain file holding a whole SQLite database (one a
+    /// process stopped before it was recorded) becomes a database.
+    fn promote_found(&self, dir: &str) {
+        let Ok(entries) = std::fs::read_dir(self.local_path(dir)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let path = join_path(dir, &name);
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => self.promote_found(&path),
+                Ok(t) if t.is_file() => {
+                    if let Err(e) = self.promote(&path, false) {
+                        tracing::warn!(path, "failed to make a file holding a database one: {e:?}");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// On a close or sync: records a database's writes made outside SQLite's transactions,
+    /// or makes a plain file that now holds a database one.
+    fn settle(&self, ino: INodeNo) -> OpResult<()> {
+        match self.target(ino, false) {
+            Ok(Target::Db(db, Node::Data(FileKind::Database))) => {
+                db.finish_writes().map_err(|e| fail("close", &e))
+            }
+            Ok(Target::Local(_)) => {
+                let _names = self.lock_names();
+                let path = self.path(ino)?;
+                self.promote(&path, false).map(|_| ())
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -914,21 +1328,43 @@ fn set_metadata(
         std::os::unix::fs::chown(path, uid, gid)?;
     }
     if atime.is_some() || mtime.is_some() {
-        let at = |t: TimeOrNow| match t {
-            TimeOrNow::SpecificTime(t) => t,
-            TimeOrNow::Now => SystemTime::now(),
+        let spec = |t: Option<TimeOrNow>| match t {
+            None => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            Some(TimeOrNow::Now) => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            },
+            Some(TimeOrNow::SpecificTime(t)) => {
+                let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+                    Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+                    Err(e) => {
+                        let d = e.duration();
+                        if d.subsec_nanos() == 0 {
+                            (-(d.as_secs() as i64), 0)
+                        } else {
+                            (-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+                        }
+                    }
+                };
+                libc::timespec {
+                    tv_sec: secs as libc::time_t,
+                    tv_nsec: i64::from(nanos) as libc::c_long,
+                }
+            }
         };
-        let mut times = std::fs::FileTimes::new();
-        if let Some(t) = atime {
-            times = times.set_accessed(at(t));
+        let times = [spec(atime), spec(mtime)];
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: `c` is a valid NUL-terminated path and `times` two initialised timespecs,
+        // as utimensat requires; it reads them and writes nothing of ours.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
         }
-        if let Some(t) = mtime {
-            times = times.set_modified(at(t));
-        }
-        std::fs::File::options()
-            .write(true)
-            .open(path)?
-            .set_times(times)?;
     }
     Ok(())
 }
@@ -1030,6 +1466,7 @@ pub fn mount(store: Arc<Store>, opts: &MountOptions) -> io::Result<Mount> {
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
     let fs = LiteFs::new(store, opts.debug);
+    fs.promote_found("");
     let notifier = fs.notifier.clone();
     let session = fuser::spawn_mount(fs, &dir, &config)?;
     let _ = notifier.set(session.notifier());
@@ -1058,10 +1495,23 @@ mod tests {
         assert_eq!(parse_name("x-pos"), ("x", Node::Pos));
         assert_eq!(parse_name("x-lock"), ("x", Node::Lock));
         assert_eq!(parse_name("-wal"), ("-wal", Node::Data(FileKind::Database)));
-        assert!(is_local_name("app.db-mj887FE9912"));
-        assert!(!is_local_name("app.db-mj887FE991"));
-        assert!(!is_local_name("-mj887FE991Z"));
-        assert!(!is_local_name("app.db"));
+        assert_eq!(
+            parse_name("app.db-mj887FE9912"),
+            ("app.db-mj887FE9912", Node::Data(FileKind::Database))
+        );
+    }
+
+    #[test]
+    fn paths_split_join_and_nest() {
+        assert_eq!(split_path("a.db"), ("", "a.db"));
+        assert_eq!(split_path("t/a/b.db-wal"), ("t/a", "b.db-wal"));
+        assert_eq!(join_path("", "x"), "x");
+        assert_eq!(join_path("t/a", "x"), "t/a/x");
+        assert!(is_under("t/a.db", "t"));
+        assert!(is_under("t", "t"));
+        assert!(is_under("anything", ""));
+        assert!(!is_under("tx/a.db", "t"));
+        assert!(!is_under("t", "t/a"));
     }
 
     #[test]

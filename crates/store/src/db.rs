@@ -184,6 +184,56 @@ pub(crate) struct Inner {
     unavailable: Option<String>,
     /// The database exists in the mount (created and not dropped).
     pub(crate) present: bool,
+    /// Writes no journal or WAL protects, waiting to be recorded.
+    raw: Option<RawWrites>,
+}
+
+/// Writes into the database file outside any SQLite transaction: a copy tool writing the file
+/// (`cp`, `dd`, a rename over it), or SQLite in journal_mode OFF or MEMORY. They are recorded
+/// as one transaction when the file is synced or closed and holds a whole SQLite database.
+#[derive(Debug)]
+struct RawWrites {
+    /// Byte ranges written, `(start, end)`, contiguous ones merged.
+    ranges: Vec<(u64, u64)>,
+    /// The smallest size the file had meanwhile: every page past it is new.
+    min_len: u64,
+}
+
+/// Name of the marker file kept in a database's directory while unrecorded raw writes exist:
+/// start-up recovery records the file as it is when it finds it.
+pub(crate) const REWRITE_MARKER: &str = "rewriting";
+
+/// What a file holds, judged from its size and SQLite header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// Nothing (an empty file is an empty SQLite database).
+    Empty,
+    /// A SQLite database: a valid header and whole pages.
+    Database(PageSize),
+    /// Something else.
+    Other(&'static str),
+}
+
+/// Judges `file`'s content: empty, a SQLite database, or something else.
+pub fn content_of(file: &File) -> io::Result<Content> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(Content::Empty);
+    }
+    let mut hdr = [0u8; 100];
+    if fsutil::read_full_at(file, &mut hdr, 0)? < hdr.len() {
+        return Ok(Content::Other("shorter than a SQLite header"));
+    }
+    let Some(ps) = header_page_size(&hdr) else {
+        return Ok(Content::Other("no SQLite header"));
+    };
+    if len % u64::from(ps.get()) != 0 {
+        return Ok(Content::Other("not whole pages"));
+    }
+    if len / u64::from(ps.get()) > u64::from(u32::MAX) {
+        return Ok(Content::Other("too many pages"));
+    }
+    Ok(Content::Database(ps))
 }
 
 impl Inner {
@@ -321,6 +371,7 @@ impl Db {
             wal: None,
             unavailable: None,
             present: false,
+            raw: None,
         };
         let db = Db {
             name: name.to_owned(),
@@ -440,6 +491,10 @@ impl Db {
     pub fn create(&self, kind: FileKind) -> Result<()> {
         let mut inner = self.lock();
         self.check_available(&inner)?;
+        if matches!(kind, FileKind::Journal | FileKind::Wal) {
+            // A SQLite transaction starts: what was written before it is recorded first.
+            self.commit_raw(&mut inner)?;
+        }
         self.file(&mut inner, kind, true)?;
         Ok(())
     }
@@ -512,21 +567,8 @@ impl Db {
             // under the WAL) does not change.
             return self.write_at(inner, FileKind::Database, offset, data);
         }
-        // SQLite writes the journal header's magic (when it syncs the journal, or at once with
-        // synchronous=OFF) before it writes any database page. A journal file without it is
-        // one TRUNCATE or PERSIST left behind, while this writer journals in memory or not at
-        // all.
-        let mut magic = [0u8; 8];
-        let journaled = match self.file(inner, FileKind::Journal, false) {
-            Ok(j) => {
-                j.read_exact_at(&mut magic, 0).is_ok() && magic == crate::journal::JOURNAL_MAGIC
-            }
-            Err(Error::NotFound(_)) => false,
-            Err(e) => return Err(e),
-        };
-        if !journaled {
-            tracing::warn!(db = %self.name, "refusing a database write without a journal");
-            return Err(Error::NoJournal(self.name.clone()));
+        if !self.journaled(inner)? {
+            return self.write_raw(inner, offset, data);
         }
         if inner.page_size.is_none() && offset == 0 {
             inner.page_size = header_page_size(data);
@@ -571,6 +613,247 @@ impl Db {
             inner.dirty.insert(pgno.get());
         }
         Ok(())
+    }
+
+    /// True if a rollback journal protects writes to the database file now. SQLite writes the
+    /// journal header's magic (when it syncs the journal, or at once with synchronous=OFF)
+    /// before it writes any database page; a journal file without it is one TRUNCATE or
+    /// PERSIST left behind.
+    fn journaled(&self, inner: &mut Inner) -> Result<bool> {
+        let mut magic = [0u8; 8];
+        match self.file(inner, FileKind::Journal, false) {
+            Ok(j) => Ok(
+                j.read_exact_at(&mut magic, 0).is_ok() && magic == crate::journal::JOURNAL_MAGIC
+            ),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts recording raw writes (see [`RawWrites`]), leaving the marker that makes start-up
+    /// recovery record them if the process dies first.
+    fn begin_raw<'a>(&self, inner: &'a mut Inner) -> Result<&'a mut RawWrites> {
+        if inner.raw.is_none() {
+            let marker = self.dir.join(REWRITE_MARKER);
+            File::create(&marker)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io("create", &marker))?;
+            fsutil::sync_dir(&self.dir).map_err(Error::io("sync", &self.dir))?;
+            let db_path = self.path(FileKind::Database);
+            let min_len = inner
+                .db
+                .metadata()
+                .map_err(Error::io("stat", &db_path))?
+                .len();
+            inner.raw = Some(RawWrites {
+                ranges: Vec::new(),
+                min_len,
+            });
+        }
+        inner
+            .raw
+            .as_mut()
+            .ok_or_else(|| Error::NotFound(self.name.clone()))
+    }
+
+    /// A write to the database file that no transaction protects.
+    fn write_raw(&self, inner: &mut Inner, offset: u64, data: &[u8]) -> Result<()> {
+        let ps = u64::from(inner.page_size.unwrap_or(PageSize::DEFAULT).get());
+        let end = offset.saturating_add(data.len() as u64);
+        let limit = u64::from(inner.sums.len().saturating_add(MAX_GROWTH_PAGES));
+        if end.div_ceil(ps) > limit {
+            return Err(Error::Growth {
+                db: self.name.clone(),
+                pages: u32::try_from(end.div_ceil(ps)).unwrap_or(u32::MAX),
+                limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            });
+        }
+        if inner.raw.is_none() {
+            tracing::debug!(db = %self.name, "writes outside a SQLite transaction: recording them when the file is synced or closed");
+        }
+        let raw = self.begin_raw(inner)?;
+        match raw.ranges.last_mut() {
+            Some(last) if last.1 == offset => last.1 = end,
+            _ => raw.ranges.push((offset, end)),
+        }
+        self.write_at(inner, FileKind::Database, offset, data)
+    }
+
+    /// Records the raw writes as one transaction, if there are any and the file now holds a
+    /// whole SQLite database (otherwise they wait for the next sync or close).
+    fn commit_raw(&self, inner: &mut Inner) -> Result<()> {
+        let Some(raw) = inner.raw.as_ref() else {
+            return Ok(());
+        };
+        let db_path = self.path(FileKind::Database);
+        let content = content_of(&inner.db).map_err(Error::io("read", &db_path))?;
+        let len = inner
+            .db
+            .metadata()
+            .map_err(Error::io("stat", &db_path))?
+            .len();
+        match content {
+            Content::Other(why) => {
+                tracing::debug!(db = %self.name, "not recording writes yet: the file is {why}");
+                return Ok(());
+            }
+            Content::Empty => {
+                if inner.sums.len() > 0 {
+                    let ps = inner.page_size.unwrap_or(PageSize::DEFAULT);
+                    inner.sums.set_len(0);
+                    self.write_ltx(inner, ps, 0, BTreeSet::new(), None, true)?;
+                }
+            }
+            Content::Database(ps) => {
+                let psz = u64::from(ps.get());
+                let pages = u32::try_from(len / psz).unwrap_or(u32::MAX);
+                let whole = inner.page_size != Some(ps) || inner.pos.txid.is_zero();
+                let mut dirty: BTreeSet<u32> = BTreeSet::new();
+                let first_new = if whole {
+                    1
+                } else {
+                    u32::try_from(raw.min_len / psz + 1).unwrap_or(u32::MAX)
+                };
+                dirty.extend(first_new..=pages);
+                for &(start, end) in &raw.ranges {
+                    if end > start {
+                        let lo = start / psz + 1;
+                        let hi = ((end - 1) / psz + 1).min(u64::from(pages));
+                        dirty.extend((lo..=hi).filter_map(|p| u32::try_from(p).ok()));
+                    }
+                }
+                if whole {
+                    inner.sums = PageSums::default();
+                }
+                inner.sums.set_len(pages);
+                let lock_pgno = ps.lock_pgno();
+                let mut buf = vec![0u8; ps.bytes()];
+                for &p in &dirty {
+                    let Some(pgno) = PageNum::new(p) else {
+                        continue;
+                    };
+                    if pgno == lock_pgno {
+                        continue;
+                    }
+                    fsutil::read_full_at(&inner.db, &mut buf, u64::from(p - 1) * psz)
+                        .map_err(Error::io("read", &db_path))?;
+                    inner.sums.set(pgno, checksum_page(pgno, &buf));
+                }
+                inner.page_size = Some(ps);
+                inner.dirty.clear();
+                inner.db.sync_data().map_err(Error::io("sync", &db_path))?;
+                self.write_ltx(inner, ps, pages, dirty, None, true)?;
+                fsutil::read_full_at(&inner.db, &mut buf[..100], 0)
+                    .map_err(Error::io("read", &db_path))?;
+                inner.mode = mode_of(&buf);
+            }
+        }
+        tracing::info!(db = %self.name, pos = %inner.pos, "recorded writes made outside a SQLite transaction");
+        inner.raw = None;
+        inner.present = true;
+        let marker = self.dir.join(REWRITE_MARKER);
+        fsutil::remove_if_exists(&marker).map_err(Error::io("remove", marker))
+    }
+
+    /// Records pending raw writes (see [`RawWrites`]) if the file is a whole database: called
+    /// when a file handle of the database is closed.
+    pub fn finish_writes(&self) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.raw.is_none() {
+            return Ok(());
+        }
+        self.check_available(&inner)?;
+        self.commit_raw(&mut inner)
+    }
+
+    /// Fails if a SQLite transaction is using the database's files: a hot journal, or WAL
+    /// frames not checkpointed into the database file.
+    fn check_idle(&self, inner: &mut Inner) -> Result<()> {
+        if self.journaled(inner)? {
+            return Err(Error::Busy {
+                db: self.name.clone(),
+                why: "a transaction is in progress (hot journal)",
+            });
+        }
+        let wal_len = self.size(FileKind::Wal)?.unwrap_or(0);
+        if wal_len > 0 {
+            return Err(Error::Busy {
+                db: self.name.clone(),
+                why: "its WAL holds frames not checkpointed yet (close its connections or run \
+                      PRAGMA wal_checkpoint(TRUNCATE) first)",
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails with [`Error::Busy`] if a SQLite transaction is using the database's files (a
+    /// hot journal, or WAL frames not checkpointed), as [`Db::replace_with`] would.
+    pub fn ensure_idle(&self) -> Result<()> {
+        let mut inner = self.lock();
+        self.check_available(&inner)?;
+        self.check_idle(&mut inner)
+    }
+
+    /// Makes the file at `src` the database's content, atomically (a rename over the database
+    /// file), recorded as one transaction. `src` must be on the same filesystem and hold a
+    /// SQLite database (or nothing); the database must not be in use by a transaction. Its
+    /// leftover journal, WAL and index files are removed.
+    pub fn replace_with(&self, src: &Path) -> Result<()> {
+        let mut inner = self.lock();
+        self.check_available(&inner)?;
+        let file = File::open(src).map_err(Error::io("open", src))?;
+        if let Content::Other(why) = content_of(&file).map_err(Error::io("read", src))? {
+            return Err(Error::NotADatabase {
+                path: src.to_owned(),
+                why,
+            });
+        }
+        drop(file);
+        self.check_idle(&mut inner)?;
+        self.sync_ltx(&mut inner)?;
+        self.commit_raw(&mut inner)?;
+        for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
+            let path = self.path(kind);
+            fsutil::remove_if_exists(&path).map_err(Error::io("remove", path))?;
+        }
+        inner.journal = None;
+        inner.wal = None;
+        inner.wal_file = None;
+        inner.shm = None;
+        self.begin_raw(&mut inner)?;
+        let db_path = self.path(FileKind::Database);
+        fs::rename(src, &db_path).map_err(Error::io("rename", src))?;
+        fsutil::sync_dir(&self.dir).map_err(Error::io("sync", &self.dir))?;
+        if let Some(parent) = src.parent() {
+            fsutil::sync_dir(parent).map_err(Error::io("sync", parent))?;
+        }
+        inner.db = open_rw(&db_path, false).map_err(Error::io("open", &db_path))?;
+        // Every page is new.
+        inner.raw = Some(RawWrites {
+            ranges: Vec::new(),
+            min_len: 0,
+        });
+        inner.dirty.clear();
+        self.commit_raw(&mut inner)?;
+        inner.present = true;
+        Ok(())
+    }
+
+    /// Moves the database file to `to` (on the same filesystem) and drops the database: the
+    /// first half of renaming one database over another.
+    pub fn surrender_file(&self, to: &Path) -> Result<()> {
+        let mut inner = self.lock();
+        self.check_available(&inner)?;
+        if !inner.present {
+            return Err(Error::NotFound(self.name.clone()));
+        }
+        self.check_idle(&mut inner)?;
+        self.commit_raw(&mut inner)?;
+        let db_path = self.path(FileKind::Database);
+        fs::rename(&db_path, to).map_err(Error::io("rename", &db_path))?;
+        inner.db = open_rw(&db_path, true).map_err(Error::io("create", &db_path))?;
+        fsutil::sync_dir(&self.dir).map_err(Error::io("sync", &self.dir))?;
+        self.drop_database(&mut inner)
     }
 
     fn write_wal(&self, inner: &mut Inner, offset: u64, data: &[u8]) -> Result<()> {
@@ -691,7 +974,19 @@ impl Db {
             FileKind::Database => {
                 let checkpointing =
                     inner.mode == JournalMode::Wal && self.path(FileKind::Wal).exists();
-                if !checkpointing {
+                let len = inner.db.metadata().map_err(Error::io("stat", &path))?.len();
+                // SQLite cuts the file down to the database's size after a rollback-mode
+                // commit shrank it, once the journal is gone: that changes nothing logical.
+                let logical = inner
+                    .page_size
+                    .map(|ps| u64::from(inner.sums.len()) * u64::from(ps.get()));
+                if !checkpointing && !self.journaled(&mut inner)? {
+                    if size != len && Some(size) != logical {
+                        tracing::debug!(db = %self.name, size, len, "truncation outside a transaction");
+                        let raw = self.begin_raw(&mut inner)?;
+                        raw.min_len = raw.min_len.min(size);
+                    }
+                } else if !checkpointing {
                     if let Some(ps) = inner.page_size {
                         let pages = u32::try_from(size / u64::from(ps.get())).unwrap_or(u32::MAX);
                         if pages < inner.sums.len() {
@@ -714,6 +1009,10 @@ impl Db {
         let path = self.path(kind);
         if matches!(kind, FileKind::Database | FileKind::Journal) {
             inner.synced = true;
+        }
+        if kind == FileKind::Database && inner.raw.is_some() {
+            self.check_available(&inner)?;
+            self.commit_raw(&mut inner)?;
         }
         match self.file(&mut inner, kind, false) {
             Ok(f) => f.sync_data().map_err(Error::io("sync", path)),
@@ -777,7 +1076,9 @@ impl Db {
         inner.page_size = None;
         inner.mode = JournalMode::Rollback;
         inner.present = false;
-        Ok(())
+        inner.raw = None;
+        let marker = self.dir.join(REWRITE_MARKER);
+        fsutil::remove_if_exists(&marker).map_err(Error::io("remove", marker))
     }
 
     /// Captures the rollback-journal transaction whose journal is being invalidated.

@@ -47,13 +47,23 @@ pub enum Error {
         /// The largest size allowed.
         limit: u32,
     },
-    /// A database write in rollback mode with no journal: journal_mode MEMORY or OFF, which
-    /// cannot be captured and so is refused rather than silently not replicated.
-    #[error(
-        "database {0}: write without a rollback journal (journal_mode MEMORY or OFF?); \
-         only DELETE, TRUNCATE, PERSIST and WAL can be replicated"
-    )]
-    NoJournal(String),
+    /// A whole-file operation (rename over it, or of it) on a database that a SQLite
+    /// transaction is using: a hot journal or WAL frames not yet checkpointed.
+    #[error("database {db}: {why}")]
+    Busy {
+        /// The database.
+        db: String,
+        /// What is in the way.
+        why: &'static str,
+    },
+    /// A file offered as a database's new content is not a SQLite database.
+    #[error("{path}: not a SQLite database ({why})")]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A write over WAL frames that were already committed and captured.
     #[error("database {db}: write at WAL offset {offset} overlaps committed frames ending at {committed_end}")]
     WalOverwrite {

@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-pub use db::{Db, FileKind, JournalMode};
+pub use db::{content_of, Content, Db, FileKind, JournalMode};
 use db::{DbOptions, Wake};
 pub use error::{chain as error_chain, Error, Result};
 use litefs_ltx::NodeId;
@@ -103,18 +103,31 @@ fn random_node_id() -> NodeId {
     NodeId::new(h.finish().max(1))
 }
 
-/// Checks that `name` can name a database: one path component, no NUL, at most 255 bytes.
+/// The longest database name, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// Checks that `name` can name a database: a relative path of components separated by `/`
+/// (a database in a subdirectory of the mount), none empty, `.` or `..`, none longer than 255
+/// bytes, no NUL, at most [`MAX_NAME_LEN`] bytes in all. Below the top level no component may
+/// be `ltx`: the directory of a database is the one that holds an `ltx` folder.
 pub fn validate_name(name: &str) -> Result<()> {
+    let parts: Vec<&str> = name.split('/').collect();
     let reason = if name.is_empty() {
         Some("empty")
-    } else if name == "." || name == ".." {
-        Some("reserved name")
-    } else if name.contains('/') {
-        Some("contains '/'")
+    } else if name.starts_with('/') {
+        Some("an absolute path")
     } else if name.contains('\0') {
         Some("contains NUL")
-    } else if name.len() > 255 {
-        Some("longer than 255 bytes")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("longer than 1024 bytes")
+    } else if parts.iter().any(|p| p.is_empty()) {
+        Some("an empty path component")
+    } else if parts.iter().any(|p| *p == "." || *p == "..") {
+        Some("a `.` or `..` path component")
+    } else if parts.iter().any(|p| p.len() > 255) {
+        Some("a path component longer than 255 bytes")
+    } else if parts.iter().skip(1).any(|p| *p == "ltx") {
+        Some("a path component `ltx` below the top level")
     } else {
         None
     };
@@ -122,6 +135,37 @@ pub fn validate_name(name: &str) -> Result<()> {
         Some(r) => Err(Error::InvalidName(name.to_owned(), r)),
         None => Ok(()),
     }
+}
+
+/// Finds the database directories under `dir` (a directory holding an `ltx` folder is a
+/// database's; any other is a subdirectory to search), with their names relative to `root`.
+fn find_databases(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(Error::io("list", dir))? {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        if !entry
+            .file_type()
+            .map_err(Error::io("stat", entry.path()))?
+            .is_dir()
+        {
+            continue;
+        }
+        let path = entry.path();
+        let name = path
+            .strip_prefix(root)
+            .ok()
+            .and_then(|p| p.to_str())
+            .map(str::to_owned);
+        let Some(name) = name.filter(|n| validate_name(n).is_ok()) else {
+            tracing::warn!(path = %path.display(), "skipping a directory whose name cannot name a database");
+            continue;
+        };
+        if path.join("ltx").is_dir() {
+            out.push((name, path));
+        } else {
+            find_databases(root, &path, out)?;
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -142,22 +186,12 @@ impl Store {
             adopt: opts.adopt.clone(),
         });
         let mut dbs = BTreeMap::new();
-        for entry in fs::read_dir(&dbs_dir).map_err(Error::io("list", &dbs_dir))? {
-            let entry = entry.map_err(Error::io("list", &dbs_dir))?;
-            if !entry
-                .file_type()
-                .map_err(Error::io("stat", entry.path()))?
-                .is_dir()
-            {
-                continue;
-            }
-            let Ok(name) = entry.file_name().into_string() else {
-                tracing::warn!(path = %entry.path().display(), "skipping a database directory whose name is not UTF-8");
-                continue;
-            };
+        let mut found = Vec::new();
+        find_databases(&dbs_dir, &dbs_dir, &mut found)?;
+        for (name, dir) in found {
             // One database that cannot even be opened must not keep the others from being
             // served.
-            match Db::open(&name, entry.path(), db_opts.clone()) {
+            match Db::open(&name, dir, db_opts.clone()) {
                 Ok(db) => {
                     tracing::info!(db = %name, pos = %db.pos(), "opened database");
                     dbs.insert(name, Arc::new(db));
@@ -216,18 +250,70 @@ impl Store {
             .collect()
     }
 
-    /// Returns the database `name`, creating its directory if it does not exist.
+    /// Returns the database `name`, creating its directory if it does not exist. A database
+    /// in a subdirectory needs no database on its path: one that was dropped is forgotten
+    /// (see [`Store::forget`]); one that exists makes it an error.
     pub fn create_db(&self, name: &str) -> Result<Arc<Db>> {
         validate_name(name)?;
+        if let Some(db) = self.db(name) {
+            return Ok(db);
+        }
+        for (i, _) in name.match_indices('/') {
+            let parent = &name[..i];
+            if let Some(db) = self.db(parent) {
+                if db.is_present() {
+                    return Err(Error::InvalidName(
+                        name.to_owned(),
+                        "a database is on its path",
+                    ));
+                }
+                self.forget(parent)?;
+            }
+        }
         let mut dbs = self.dbs.write().unwrap_or_else(|e| e.into_inner());
         if let Some(db) = dbs.get(name) {
             return Ok(db.clone());
         }
         let dir = self.dbs_dir.join(name);
+        if dir.is_dir() && !dir.join("ltx").is_dir() {
+            return Err(Error::InvalidName(
+                name.to_owned(),
+                "databases exist below it, as in a directory",
+            ));
+        }
+        let parent = dir.parent().unwrap_or(&self.dbs_dir).to_owned();
+        fs::create_dir_all(&parent).map_err(Error::io("create", &parent))?;
         let db = Arc::new(Db::open(name, dir, self.opts.clone())?);
-        fsutil::sync_dir(&self.dbs_dir).map_err(Error::io("sync", &self.dbs_dir))?;
+        fsutil::sync_dir(&parent).map_err(Error::io("sync", &parent))?;
         dbs.insert(name.to_owned(), db.clone());
         Ok(db)
+    }
+
+    /// Removes a dropped database (one not present in the mount) with its LTX files, and the
+    /// subdirectories of `dbs/` it leaves empty: when its name is needed for a directory.
+    pub fn forget(&self, name: &str) -> Result<()> {
+        let mut dbs = self.dbs.write().unwrap_or_else(|e| e.into_inner());
+        let Some(db) = dbs.get(name) else {
+            return Ok(());
+        };
+        if db.is_present() {
+            return Err(Error::Busy {
+                db: name.to_owned(),
+                why: "it exists",
+            });
+        }
+        let dir = db.dir().to_owned();
+        dbs.remove(name);
+        tracing::info!(db = %name, dir = %dir.display(), "forgetting a dropped database");
+        fs::remove_dir_all(&dir).map_err(Error::io("remove", &dir))?;
+        let mut parent = dir.parent();
+        while let Some(p) = parent.filter(|p| *p != self.dbs_dir) {
+            if fs::remove_dir(p).is_err() {
+                break;
+            }
+            parent = p.parent();
+        }
+        fsutil::sync_dir(&self.dbs_dir).map_err(Error::io("sync", &self.dbs_dir))
     }
 
     /// Deletes LTX files older than `retention` (by modification time), keeping each
@@ -278,4 +364,47 @@ impl Drop for Store {
 /// Whether an I/O error means "not there".
 pub fn is_not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_relative_paths_without_dot_dot() {
+        for good in [
+            "app.db",
+            "tenants/acme.db",
+            "a/b/c.db",
+            "ltx/x.db",
+            "ltx",
+            ".hidden",
+        ] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(256);
+        let too_long = format!("{}/x", "a/".repeat(600));
+        for (bad, why) in [
+            ("", "empty"),
+            ("/etc/passwd", "an absolute path"),
+            ("..", "a `.` or `..` path component"),
+            ("a/../b.db", "a `.` or `..` path component"),
+            ("./a.db", "a `.` or `..` path component"),
+            ("a//b.db", "an empty path component"),
+            ("a/", "an empty path component"),
+            ("a\0b", "contains NUL"),
+            (long.as_str(), "a path component longer than 255 bytes"),
+            (too_long.as_str(), "longer than 1024 bytes"),
+            ("t/ltx", "a path component `ltx` below the top level"),
+            ("t/ltx/a.db", "a path component `ltx` below the top level"),
+        ] {
+            match validate_name(bad) {
+                Err(Error::InvalidName(name, reason)) => {
+                    assert_eq!(name, bad);
+                    assert_eq!(reason, why, "{bad:?}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
 }

@@ -21,7 +21,7 @@ use litefs_ltx::{
     checksum_page, parse_filename, Checksum, Decoder, Header, PageNum, PageSize, Pos, Trailer, TXID,
 };
 
-use crate::db::{Db, FileKind, Inner, WalFields};
+use crate::db::{Content, Db, FileKind, Inner, WalFields, REWRITE_MARKER};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::journal;
@@ -120,7 +120,15 @@ fn apply_pages(db: &Db, file: &File, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Brings a database's files to a consistent state on open (the steps below), then forgets
+/// the rewrite marker, whose writes the steps recorded.
 pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
+    recover_files(db, inner)?;
+    let marker = db.dir().join(REWRITE_MARKER);
+    fsutil::remove_if_exists(&marker).map_err(Error::io("remove", marker))
+}
+
+fn recover_files(db: &Db, inner: &mut Inner) -> Result<()> {
     let dir = db.dir().to_owned();
     let ltx_dir = db.ltx_dir().to_owned();
     fsutil::remove_if_exists(&dir.join(FileKind::Shm.backing_name()))
@@ -131,7 +139,28 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
             fsutil::remove_if_exists(&entry.path()).map_err(Error::io("remove", entry.path()))?;
         }
     }
+    // Writes outside a SQLite transaction (a copy, a rename over the database) were not
+    // recorded yet when the process stopped: the file as it is becomes a new transaction.
+    let marker = dir.join(REWRITE_MARKER);
+    let rewriting = marker.exists();
     let db_path = dir.join(FileKind::Database.backing_name());
+    if rewriting {
+        if let Content::Other(why) =
+            crate::db::content_of(&inner.db).map_err(Error::io("read", &db_path))?
+        {
+            return Err(Error::Unavailable {
+                db: db.name().to_owned(),
+                reason: format!(
+                    "its file was being rewritten outside a SQLite transaction (a copy or a \
+                     rename) when the node stopped, and it is not a whole SQLite database \
+                     ({why}); copy the database into the mount again, or remove {} to \
+                     forget it",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    let adopt = rewriting || db.adopting();
     inner.present = inner
         .db
         .metadata()
@@ -332,7 +361,13 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
             .metadata()
             .map_err(Error::io("stat", &db_path))?
             .len();
-        if len > 0 {
+        if len > 0 && adopt {
+            let pages = u32::try_from(len / u64::from(ps.get())).unwrap_or(u32::MAX);
+            inner.sums = file_sums(&inner.db, ps, pages).map_err(Error::io("read", &db_path))?;
+            db.write_ltx(inner, ps, pages, (1..=pages).collect(), None, true)?;
+            tracing::info!(db = %db.name(), pos = %inner.pos, "recorded the database file as it is as its first transaction");
+            set_mode(inner);
+        } else if len > 0 {
             return Err(Error::Unavailable {
                 db: db.name().to_owned(),
                 reason: "the database file has data but there is no LTX file to say what it holds"
@@ -371,7 +406,7 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
         sums = file_sums(&inner.db, ps, file_pages).map_err(Error::io("read", &db_path))?;
         commit = file_pages;
     }
-    if sums.total() != inner.pos.post_apply_checksum && !recovered_wal && db.adopting() {
+    if sums.total() != inner.pos.post_apply_checksum && !recovered_wal && adopt {
         // The operator says the file is right as it is (changed while the node was down).
         let all: BTreeSet<u32> = (1..=file_pages).collect();
         inner.sums = file_sums(&inner.db, ps, file_pages).map_err(Error::io("read", &db_path))?;
@@ -428,6 +463,12 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
             .map_err(Error::io("truncate", &db_path))?;
     }
     inner.sums = sums;
+    set_mode(inner);
+    Ok(())
+}
+
+/// The journal mode from page 1's version bytes.
+fn set_mode(inner: &mut Inner) {
     let mut p1 = vec![0u8; 100];
     if inner.db.read_exact_at(&mut p1, 0).is_ok() {
         inner.mode = if p1[18] == 2 && p1[19] == 2 {
@@ -436,7 +477,6 @@ pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
             crate::db::JournalMode::Rollback
         };
     }
-    Ok(())
 }
 
 /// Applies LTX files again so that the database file reaches `target`: from the newest file
