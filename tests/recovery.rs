@@ -1909,14 +1909,20 @@ fn copy_over_a_database_cut_by_a_crash_is_recorded_at_start() {
     assert!(!node.db_data_dir("copy.db").join("rewriting").exists());
 }
 
-/// A copy cut short by a crash (the file is not whole pages) cannot be recorded: that database
-/// is refused at start with a message that names it and says what to do, and the others are
-/// served.
+/// A copy cut short by a crash (the file is not whole pages) cannot be recorded: at start the
+/// database is restored from its LTX files (the cut file kept beside it, as for any repair),
+/// and the other databases are served.
 #[test]
-fn partial_copy_cut_by_a_crash_is_refused_with_a_message() {
+fn partial_copy_cut_by_a_crash_is_restored_from_ltx_files() {
     let mut node = MountedNode::start();
-    cli(&node, "copy.db", Some("delete"), "CREATE TABLE t (x);");
+    cli(
+        &node,
+        "copy.db",
+        Some("delete"),
+        "CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+    );
     cli(&node, "other.db", Some("delete"), "CREATE TABLE t (x);");
+    let pos = node.pos("copy.db");
     let src = tempfile::tempdir().unwrap();
     let source = src.path().join("src.db");
     support::sqlite3(
@@ -1933,12 +1939,20 @@ fn partial_copy_cut_by_a_crash_is_refused_with_a_message() {
     node.kill9();
     drop(copy);
     node.start_again();
-    let refused = Client::Cli.run(&node.db_path("copy.db"), None, "SELECT count(*) FROM u;");
-    assert!(refused.is_err(), "{refused:?}");
-    let log = node.log();
+    assert_eq!(node.pos("copy.db"), pos, "{}", node.log());
+    assert_eq!(
+        cli(&node, "copy.db", None, "SELECT count(*) FROM t;").trim(),
+        "1"
+    );
+    node.check_consistent("copy.db");
+    let kept = node
+        .db_data_dir("copy.db")
+        .join(format!("database.before-repair-{}", pos.txid));
+    assert_eq!(fs::metadata(&kept).unwrap().len(), 5000);
     assert!(
-        log.contains("copy.db") && log.contains("copy the database into the mount again"),
-        "{log}"
+        node.log().contains("restoring it from its LTX files"),
+        "{}",
+        node.log()
     );
     cli(&node, "other.db", None, "INSERT INTO t VALUES (1);");
     node.check_consistent("other.db");

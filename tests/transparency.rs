@@ -1056,3 +1056,148 @@ fn mv_of_a_directory_with_databases_like_a_local_directory() {
     assert_eq!(node.txid("customers/acme.db"), before + 1);
     node.check_consistent("customers/acme.db");
 }
+
+/// A plain file unlinked while open stays readable and writable through the open handle, and
+/// a new file of the same name is another file, as on a local disk (the usual temporary file
+/// pattern).
+#[test]
+fn unlinked_open_file_like_a_local_directory() {
+    let node = MountedNode::start();
+    let plain = tempfile::tempdir().unwrap();
+    same(plain.path(), &node, "unlink while open", |dir| {
+        let path = dir.join("scratch.tmp");
+        fs::write(&path, b"old content").unwrap();
+        let mut old = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, b"new").unwrap();
+        old.write_all_at(b"OLD", 0).unwrap();
+        let mut through_old = String::new();
+        old.read_to_string(&mut through_old).unwrap();
+        drop(old);
+        (
+            through_old,
+            fs::read_to_string(&path).unwrap(),
+            listing(dir),
+        )
+    });
+}
+
+/// `rm -rf` of a directory of 2000 files (it lists the directory while it deletes from it):
+/// nothing skipped, the directory is gone.
+#[test]
+fn rm_rf_of_a_large_directory_like_a_local_directory() {
+    let node = MountedNode::start();
+    let plain = tempfile::tempdir().unwrap();
+    same(plain.path(), &node, "rm -rf many", |dir| {
+        let many = dir.join("many");
+        fs::create_dir(&many).unwrap();
+        for i in 0..2000 {
+            fs::write(many.join(format!("file-with-a-long-name-{i:05}.txt")), b"x").unwrap();
+        }
+        let count = fs::read_dir(&many).unwrap().count();
+        let rm = run(dir, Command::new("rm").args(["-rf", "many"]));
+        (count, rm, listing(dir))
+    });
+}
+
+/// A copy whose name ends like a database's other files (`-lock`, `-wal`) stays a plain file:
+/// it is not taken for a control file or a WAL, and reads back as written.
+#[test]
+fn database_copies_under_companion_names_stay_plain_files() {
+    let node = MountedNode::start();
+    let plain = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let source = src.path().join("src.db");
+    make_source(&source, 50, 100);
+    let original = fs::read(&source).unwrap();
+    let out = same(plain.path(), &node, "cp and mv to companion names", |dir| {
+        let cp = run(dir, Command::new("cp").arg(&source).arg("notes-lock"));
+        let cp2 = run(dir, Command::new("cp").arg(&source).arg("a.db"));
+        let mv = run(dir, Command::new("mv").args(["a.db", "b.db-wal"]));
+        (
+            cp,
+            cp2,
+            mv,
+            fs::read(dir.join("notes-lock")).unwrap() == original,
+            fs::read(dir.join("b.db-wal")).unwrap() == original,
+            listing(dir),
+        )
+    });
+    assert!(out.3 && out.4, "{out:?}");
+    assert_no_pos(&node, "notes");
+    assert_no_pos(&node, "b.db");
+}
+
+/// While a copy tool is still writing a database, a reader that opens and closes it records
+/// nothing (only the writer's own close does): one transaction, of the whole copy.
+#[test]
+fn a_reader_closing_during_a_copy_records_nothing() {
+    let node = MountedNode::start();
+    let src = tempfile::tempdir().unwrap();
+    let source = src.path().join("src.db");
+    make_source(&source, 500, 300);
+    let bytes = fs::read(&source).unwrap();
+    support::sqlite3(&node.db_path("copy.db"), "CREATE TABLE t(x);");
+    let before = node.txid("copy.db");
+    let mut writer = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(node.db_path("copy.db"))
+        .unwrap();
+    // Half the file: whole pages and a valid header, so it would pass for a database.
+    let half = bytes.len() / 2 / 4096 * 4096;
+    writer.write_all(&bytes[..half]).unwrap();
+    let mut head = vec![0u8; 100];
+    fs::File::open(node.db_path("copy.db"))
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
+    assert_eq!(
+        node.txid("copy.db"),
+        before,
+        "a reader's close recorded the copy"
+    );
+    writer.write_all(&bytes[half..]).unwrap();
+    drop(writer);
+    assert_eq!(node.txid("copy.db"), before + 1);
+    assert_eq!(
+        support::sqlite3(&node.db_path("copy.db"), "SELECT count(*) FROM t;").trim(),
+        "500"
+    );
+    node.check_consistent("copy.db");
+}
+
+/// Copying over a WAL-mode database while a connection keeps frames in its WAL would leave the
+/// WAL's pages over the copied file (on a local disk, a corrupt database): the mount refuses
+/// the write with EBUSY and the database is unchanged.
+#[test]
+fn copy_over_a_database_with_wal_frames_is_refused() {
+    let node = MountedNode::start();
+    let src = tempfile::tempdir().unwrap();
+    let source = src.path().join("src.db");
+    make_source(&source, 10, 10);
+    let db = node.db_path("app.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "journal_mode", "wal").unwrap();
+    conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let before = node.pos("app.db");
+    let cp = Command::new("cp").arg(&source).arg(&db).output().unwrap();
+    assert!(!cp.status.success(), "{cp:?}");
+    assert!(
+        String::from_utf8_lossy(&cp.stderr).contains("busy"),
+        "{cp:?}"
+    );
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 1);
+    drop(conn);
+    assert_eq!(node.pos("app.db").txid, before.txid);
+    node.check_consistent("app.db");
+}

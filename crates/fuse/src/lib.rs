@@ -30,6 +30,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -141,6 +142,12 @@ fn is_under(path: &str, dir: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// True if the last component of `path` can name a database: not one of a database's other
+/// files (`-journal`, `-wal`, `-shm`, `-pos`, `-lock`), which it would be taken for.
+fn names_a_database(path: &str) -> bool {
+    parse_name(split_path(path).1).1 == Node::Data(FileKind::Database)
+}
+
 fn os_errno(e: &io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -163,7 +170,11 @@ pub struct MountOptions {
 #[derive(Debug)]
 struct Inodes {
     by_path: HashMap<Arc<str>, u64>,
+    /// The path of each inode. An inode whose file was unlinked or replaced is detached: it
+    /// keeps its entry here (not in `by_path`) until the kernel forgets it, and names nothing.
     paths: HashMap<u64, Arc<str>>,
+    /// Detached inodes of plain files that were open when unlinked: where their data is.
+    orphans: HashMap<u64, PathBuf>,
     next: u64,
 }
 
@@ -172,6 +183,7 @@ impl Default for Inodes {
         let mut inodes = Inodes {
             by_path: HashMap::new(),
             paths: HashMap::new(),
+            orphans: HashMap::new(),
             next: FIRST_INO,
         };
         for (ino, path) in [(INodeNo::ROOT.0, ""), (LAG_INO, ".lag")] {
@@ -180,6 +192,76 @@ impl Default for Inodes {
             inodes.paths.insert(ino, path);
         }
         inodes
+    }
+}
+
+/// A directory's entries: inode, type and name.
+type Listing = Vec<(INodeNo, FileType, String)>;
+
+/// Open file and directory handles.
+#[derive(Debug, Default)]
+struct Handles {
+    next: AtomicU64,
+    /// Handles that wrote to a database or a plain file since they were opened.
+    wrote: Mutex<std::collections::HashSet<u64>>,
+    /// The inode of each open file handle.
+    files: Mutex<HashMap<u64, u64>>,
+    /// The listing of each open directory, taken when it was opened, so that reading it in
+    /// several calls neither skips nor repeats entries.
+    listings: Mutex<HashMap<u64, Listing>>,
+}
+
+impl Handles {
+    fn open(&self) -> FileHandle {
+        FileHandle(self.next.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn open_file(&self, ino: INodeNo) -> FileHandle {
+        let fh = self.open();
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh.0, ino.0);
+        fh
+    }
+
+    fn release_file(&self, fh: FileHandle) {
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        self.take_wrote(fh);
+    }
+
+    /// Marks every handle open on `ino` as having written; false if there is none.
+    fn all_wrote(&self, ino: INodeNo) -> bool {
+        let open: Vec<u64> = self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, &i)| i == ino.0)
+            .map(|(&fh, _)| fh)
+            .collect();
+        for &fh in &open {
+            self.wrote(FileHandle(fh));
+        }
+        !open.is_empty()
+    }
+
+    fn wrote(&self, fh: FileHandle) {
+        self.wrote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh.0);
+    }
+
+    /// True if `fh` wrote since it was opened or last settled.
+    fn take_wrote(&self, fh: FileHandle) -> bool {
+        self.wrote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0)
     }
 }
 
@@ -206,7 +288,12 @@ pub struct LiteFs {
     inodes: RwLock<Inodes>,
     /// Held by operations that change names (create, rename, unlink, mkdir, rmdir, and a file
     /// becoming a database), so that each sees and leaves a consistent namespace.
-    names: Mutex<()>,
+    names: RwLock<()>,
+    /// File handles: the next number, the handles that wrote (their close may record a
+    /// database), and the listings of open directories.
+    handles: Handles,
+    /// Where plain files unlinked while open are kept until the kernel forgets them.
+    orphans_dir: PathBuf,
     uid: u32,
     gid: u32,
     debug: bool,
@@ -220,13 +307,22 @@ type OpResult<T> = Result<T, Errno>;
 impl LiteFs {
     /// A filesystem over `store`.
     pub fn new(store: Arc<Store>, debug: bool) -> Self {
+        let orphans_dir = store
+            .files_dir()
+            .parent()
+            .unwrap_or(store.files_dir())
+            .join("orphans");
+        // Left by a previous process: nothing can have them open now.
+        let _ = std::fs::remove_dir_all(&orphans_dir);
         // SAFETY: getuid and getgid cannot fail and have no preconditions.
         #[allow(unsafe_code)]
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         LiteFs {
             store,
             inodes: RwLock::new(Inodes::default()),
-            names: Mutex::new(()),
+            names: RwLock::new(()),
+            handles: Handles::default(),
+            orphans_dir,
             uid,
             gid,
             debug,
@@ -234,8 +330,14 @@ impl LiteFs {
         }
     }
 
-    fn lock_names(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    /// For operations that change names.
+    fn lock_names(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.names.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For writes to plain files, which must not race with one becoming a database.
+    fn share_names(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.names.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The inode of `path`, allocated on first use.
@@ -282,22 +384,60 @@ impl LiteFs {
             .ok_or(Errno::ENOENT)
     }
 
-    /// After a rename: the inode of `from` (and of everything below it) now names `to`. An
-    /// inode that named `to` keeps naming it, for the handles still open on it.
-    fn moved(&self, from: &str, to: &str) {
+    /// After a rename: the inode of `from` (and, for a directory, of everything below it)
+    /// now names `to`.
+    fn moved(&self, from: &str, to: &str, dir: bool) {
         let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
-        let moving: Vec<(Arc<str>, u64)> = inodes
-            .by_path
-            .iter()
-            .filter(|(p, _)| is_under(p, from))
-            .map(|(p, &i)| (p.clone(), i))
-            .collect();
+        let moving: Vec<(Arc<str>, u64)> = if dir {
+            inodes
+                .by_path
+                .iter()
+                .filter(|(p, _)| is_under(p, from))
+                .map(|(p, &i)| (p.clone(), i))
+                .collect()
+        } else {
+            inodes
+                .by_path
+                .get_key_value(from)
+                .map(|(p, &i)| (p.clone(), i))
+                .into_iter()
+                .collect()
+        };
         for (old, i) in moving {
             let new: Arc<str> = Arc::from(format!("{to}{}", &old[from.len()..]));
             inodes.by_path.remove(&old);
             inodes.by_path.insert(new.clone(), i);
             inodes.paths.insert(i, new);
         }
+    }
+
+    /// Detaches the inode of `path` (its file was unlinked or replaced): it names nothing from
+    /// now on, and `path` gets a new inode when it exists again. Returns the inode.
+    fn detach(&self, path: &str) -> Option<INodeNo> {
+        let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
+        let i = inodes.by_path.remove(path)?;
+        inodes.paths.remove(&i);
+        Some(INodeNo(i))
+    }
+
+    /// Keeps an unlinked plain file's data reachable through its (detached) inode, for the
+    /// handles still open on it, as a local filesystem does: it is moved (or, when `link`,
+    /// hard-linked, because a rename is about to replace it) to the orphans folder, and
+    /// deleted when the kernel forgets the inode.
+    fn orphan(&self, ino: INodeNo, local: &Path, link: bool) -> io::Result<()> {
+        std::fs::create_dir_all(&self.orphans_dir)?;
+        let to = self.orphans_dir.join(ino.0.to_string());
+        if link {
+            std::fs::hard_link(local, &to)?;
+        } else {
+            std::fs::rename(local, &to)?;
+        }
+        self.inodes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .orphans
+            .insert(ino.0, to);
+        Ok(())
     }
 
     /// The path of `name` in directory `parent`.
@@ -307,9 +447,6 @@ impl LiteFs {
             return Err(Errno::EINVAL);
         }
         let dir = self.path(parent)?;
-        if dir.is_empty() && name == ".lag" {
-            return Ok(name.to_owned());
-        }
         Ok(join_path(&dir, name))
     }
 
@@ -364,6 +501,15 @@ impl LiteFs {
 
     /// What an inode names, for an operation on it.
     fn target(&self, ino: INodeNo, exists: bool) -> OpResult<Target> {
+        if let Some(orphan) = self
+            .inodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .orphans
+            .get(&ino.0)
+        {
+            return Ok(Target::Local(orphan.clone()));
+        }
         let path = self.path(ino)?;
         self.classify(&path, exists)?.ok_or(Errno::ENOENT)
     }
@@ -547,7 +693,7 @@ impl LiteFs {
             Content::Database(_) => false,
             _ => return Ok(None),
         };
-        if self.store.db(path).is_some_and(|db| db.is_present()) {
+        if self.store.db(path).is_some_and(|db| db.is_present()) || !names_a_database(path) {
             return Ok(None);
         }
         if litefs_store::validate_name(path).is_err() {
@@ -596,7 +742,10 @@ impl LiteFs {
                 }
             }
         } else if self.store.db(&db_name).is_some_and(|db| db.is_present()) {
-            return Err(Errno::EPERM);
+            return Err(match node {
+                Node::Data(_) => Errno::EEXIST,
+                _ => Errno::EPERM,
+            });
         }
         self.local_parent(path)?;
         let local = self.local_path(path);
@@ -624,7 +773,6 @@ impl LiteFs {
         if is_under(to, from) {
             return Err(Errno::EINVAL);
         }
-        let dst_ino = self.existing_ino(to);
         match (&src, &dst) {
             (Target::Root | Target::Lag, _) | (_, Some(Target::Root | Target::Lag)) => {
                 return Err(Errno::EBUSY)
@@ -645,6 +793,19 @@ impl LiteFs {
             (t, Some(Target::Dir(_))) if !matches!(t, Target::Dir(_)) => return Err(Errno::EISDIR),
             _ => {}
         }
+        // A name that would be taken for a database's journal, WAL, index or control file.
+        let (to_dir, to_base) = split_path(to);
+        let (to_db, _) = parse_name(to_base);
+        let shadowed = !names_a_database(to)
+            && self
+                .store
+                .db(&join_path(to_dir, to_db))
+                .is_some_and(|db| db.is_present());
+        if shadowed || (matches!(src, Target::Db(..)) && !names_a_database(to)) {
+            return Err(Errno::EXDEV);
+        }
+        let dst_ino = self.existing_ino(to);
+        let is_dir = matches!(src, Target::Dir(_));
         match src {
             Target::Dir(local) => {
                 if self.has_databases_under(from) {
@@ -665,36 +826,46 @@ impl LiteFs {
                 Some(Target::Db(t, _)) => match t.replace_with(&local) {
                     Ok(()) => self.forget_database(to, dst_ino.into_iter().collect()),
                     Err(litefs_store::Error::NotADatabase { .. }) => {
-                        // A plain file over a database: the database is deleted.
-                        t.remove(FileKind::Database)
-                            .map_err(|e| fail("unlink", &e))?;
-                        self.forget_database(to, dst_ino.into_iter().collect());
+                        // A plain file over a database: the file takes the name, then the
+                        // database is deleted (the other order could lose the database and
+                        // fail the rename).
+                        let target = self.local_path(to);
                         self.local_parent(to)?;
-                        std::fs::rename(&local, self.local_path(to)).map_err(|e| os_errno(&e))?;
+                        std::fs::rename(&local, &target).map_err(|e| os_errno(&e))?;
+                        if let Err(e) = t.remove(FileKind::Database) {
+                            let _ = std::fs::rename(&target, &local);
+                            return Err(fail("unlink", &e));
+                        }
+                        self.forget_database(to, dst_ino.into_iter().collect());
                     }
                     Err(e) => return Err(fail("rename", &e)),
                 },
                 _ => {
+                    let target = self.local_path(to);
+                    if let (Some(Target::Local(_)), Some(ino)) = (&dst, dst_ino) {
+                        self.orphan(ino, &target, true).map_err(|e| os_errno(&e))?;
+                    }
                     self.local_parent(to)?;
-                    std::fs::rename(&local, self.local_path(to)).map_err(|e| os_errno(&e))?;
+                    std::fs::rename(&local, &target).map_err(|e| os_errno(&e))?;
                 }
             },
             Target::Db(s, _) => {
-                let t = match &dst {
-                    Some(Target::Db(t, _)) => t.clone(),
-                    _ => self.store.create_db(to).map_err(|e| fail("rename", &e))?,
+                let (t, created) = match &dst {
+                    Some(Target::Db(t, _)) => (t.clone(), false),
+                    _ => (
+                        self.store.create_db(to).map_err(|e| fail("rename", &e))?,
+                        true,
+                    ),
                 };
-                // Both must be free of transactions before either changes.
-                let incoming = t.dir().join("incoming");
-                let surrendered = t.ensure_idle().and_then(|()| s.surrender_file(&incoming));
-                if let Err(e) = surrendered {
-                    if !t.is_present() {
+                if let Err(e) = t.take_over(&s) {
+                    if created {
                         let _ = self.store.forget(to);
                     }
                     return Err(fail("rename", &e));
                 }
-                t.replace_with(&incoming).map_err(|e| fail("rename", &e))?;
-                if let Some(Target::Local(local)) = &dst {
+                if let (Some(Target::Local(local)), Some(ino)) = (&dst, dst_ino) {
+                    self.orphan(ino, local, false).map_err(|e| os_errno(&e))?;
+                } else if let Some(Target::Local(local)) = &dst {
                     std::fs::remove_file(local).map_err(|e| os_errno(&e))?;
                 }
                 self.forget_database(from, Vec::new());
@@ -702,7 +873,8 @@ impl LiteFs {
             }
             Target::Root | Target::Lag => return Err(Errno::EBUSY),
         }
-        self.moved(from, to);
+        self.detach(to);
+        self.moved(from, to, is_dir);
         Ok(())
     }
 
@@ -800,13 +972,16 @@ impl Filesystem for LiteFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.log("lookup", format_args!("{parent} {name:?}"));
-        let res = self.child(parent, name).and_then(|path| {
-            let target = self.classify(&path, true)?;
-            match target {
-                Some(t) => self.target_attr(self.ino(&path), &t),
-                None => Ok(None),
-            }
-        });
+        let res = self
+            .child(parent, name)
+            .map_err(|_| Errno::ENOENT)
+            .and_then(|path| {
+                let target = self.classify(&path, true)?;
+                match target {
+                    Some(t) => self.target_attr(self.ino(&path), &t),
+                    None => Ok(None),
+                }
+            });
         match res {
             Ok(Some((attr, ttl))) => reply.entry(&ttl, &attr, fuser::Generation(0)),
             // Control files appear without the kernel seeing a create: never cache their
@@ -845,14 +1020,14 @@ impl Filesystem for LiteFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.log("setattr", format_args!("{ino} size={size:?}"));
+        self.log("setattr", format_args!("{ino} size={size:?} fh={fh:?}"));
         let res = self.target(ino, true).and_then(|target| {
             let path = match &target {
                 Target::Root => self.store.files_dir().to_owned(),
@@ -862,7 +1037,14 @@ impl Filesystem for LiteFs {
                     local.clone()
                 }
                 Target::Local(local) => {
+                    let _names = self.share_names();
                     if let Some(size) = size {
+                        match fh {
+                            Some(fh) => self.handles.wrote(fh),
+                            None => {
+                                self.handles.all_wrote(ino);
+                            }
+                        }
                         std::fs::File::options()
                             .write(true)
                             .open(local)
@@ -874,6 +1056,18 @@ impl Filesystem for LiteFs {
                 Target::Db(db, Node::Data(kind)) => {
                     if let Some(size) = size {
                         db.truncate(*kind, size).map_err(|e| fail("truncate", &e))?;
+                        if *kind == FileKind::Database {
+                            match fh {
+                                Some(fh) => self.handles.wrote(fh),
+                                // open(O_TRUNC) (the kernel sends no handle for it): the
+                                // handle's close records; truncate(2) by name: now.
+                                None => {
+                                    if !self.handles.all_wrote(ino) {
+                                        db.finish_writes().map_err(|e| fail("truncate", &e))?;
+                                    }
+                                }
+                            }
+                        }
                     }
                     db.dir().join(kind.backing_name())
                 }
@@ -955,10 +1149,20 @@ impl Filesystem for LiteFs {
         let res = self
             .child(parent, name)
             .and_then(|path| match self.classify(&path, true)? {
-                Some(Target::Local(local)) => std::fs::remove_file(local).map_err(|e| os_errno(&e)),
+                Some(Target::Local(local)) => {
+                    match self.detach(&path) {
+                        // Handles may still be open on it: keep its data for them.
+                        Some(ino) => self.orphan(ino, &local, false),
+                        None => std::fs::remove_file(local),
+                    }
+                    .map_err(|e| os_errno(&e))
+                }
                 Some(Target::Db(db, Node::Data(kind))) => {
                     db.remove(kind).map_err(|e| fail("unlink", &e))?;
                     if kind == FileKind::Database {
+                        // A journal, WAL or index keeps its inode: the kernel may still write
+                        // back pages of an index SQLite unlinked while it was mapped.
+                        self.detach(&path);
                         self.forget_database(&path, Vec::new());
                     }
                     Ok(())
@@ -971,6 +1175,10 @@ impl Filesystem for LiteFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        self.forget_inode(ino);
     }
 
     fn rename(
@@ -1034,7 +1242,7 @@ impl Filesystem for LiteFs {
             }
         });
         match res {
-            Ok(flags) => reply.opened(FileHandle(0), flags),
+            Ok(flags) => reply.opened(self.handles.open_file(ino), flags),
             Err(e) => reply.error(e),
         }
     }
@@ -1082,7 +1290,7 @@ impl Filesystem for LiteFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
@@ -1095,15 +1303,31 @@ impl Filesystem for LiteFs {
             format_args!("{ino} offset={offset} len={}", data.len()),
         );
         let res = self.target(ino, false).and_then(|target| match target {
-            Target::Local(path) => {
+            Target::Local(_) => {
                 use std::os::unix::fs::FileExt;
-                std::fs::File::options()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.write_all_at(data, offset))
-                    .map_err(|e| os_errno(&e))
+                // Not while the file becomes a database: look again under the lock.
+                let _names = self.share_names();
+                match self.target(ino, false)? {
+                    Target::Local(path) => {
+                        self.handles.wrote(fh);
+                        std::fs::File::options()
+                            .write(true)
+                            .open(&path)
+                            .and_then(|f| f.write_all_at(data, offset))
+                            .map_err(|e| os_errno(&e))
+                    }
+                    Target::Db(db, Node::Data(FileKind::Database)) => {
+                        self.handles.wrote(fh);
+                        db.write(FileKind::Database, offset, data)
+                            .map_err(|e| fail("write", &e))
+                    }
+                    _ => Err(Errno::EIO),
+                }
             }
             Target::Db(db, Node::Data(kind)) => {
+                if kind == FileKind::Database {
+                    self.handles.wrote(fh);
+                }
                 db.write(kind, offset, data).map_err(|e| fail("write", &e))
             }
             Target::Db(_, Node::Pos) | Target::Lag => Err(Errno::EACCES),
@@ -1116,20 +1340,37 @@ impl Filesystem for LiteFs {
         }
     }
 
-    /// Each close: a database file written outside SQLite's transactions, or a plain file
-    /// that now holds a database, is recorded.
+    /// A close of a handle that wrote: a database file written outside SQLite's transactions,
+    /// or a plain file that now holds a database, is recorded.
     fn flush(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if !self.handles.take_wrote(fh) {
+            return reply.ok();
+        }
         match self.settle(ino) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.release_file(fh);
+        reply.ok();
     }
 
     fn fsync(
@@ -1182,48 +1423,71 @@ impl Filesystem for LiteFs {
         }
     }
 
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.listing(ino) {
+            Ok(entries) => {
+                let fh = self.handles.open();
+                self.handles
+                    .listings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(fh.0, entries);
+                reply.opened(fh, FopenFlags::empty())
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let res = self.path(ino).and_then(|path| {
-            match self.classify(&path, true)? {
-                Some(Target::Root | Target::Dir(_)) => {}
-                Some(_) => return Err(Errno::ENOTDIR),
-                None => return Err(Errno::ENOENT),
-            }
-            let (dir, _) = split_path(&path);
-            let parent = if path.is_empty() { ino } else { self.ino(dir) };
-            let mut entries: Vec<(INodeNo, FileType, String)> = vec![
-                (ino, FileType::Directory, ".".into()),
-                (parent, FileType::Directory, "..".into()),
-            ];
-            if path.is_empty() {
-                entries.push((INodeNo(LAG_INO), FileType::RegularFile, ".lag".into()));
-            }
-            for (name, (ino, kind)) in self.list(&path)? {
-                entries.push((ino, kind, name));
-            }
-            Ok(entries)
-        });
-        let entries = match res {
-            Ok(e) => e,
-            Err(e) => return reply.error(e),
+        let listings = self
+            .handles
+            .listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let fresh;
+        let entries = match listings.get(&fh.0) {
+            Some(entries) => entries,
+            None => match self.listing(ino) {
+                Ok(e) => {
+                    fresh = e;
+                    &fresh
+                }
+                Err(e) => return reply.error(e),
+            },
         };
-        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(
-                ino,
+                *ino,
                 (i + 1) as u64,
-                kind,
+                *kind,
                 OsStr::from_bytes(name.as_bytes()),
             ) {
                 break;
             }
         }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles
+            .listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
         reply.ok();
     }
 
@@ -1263,7 +1527,7 @@ impl Filesystem for LiteFs {
                 &CACHE_TTL,
                 &attr,
                 fuser::Generation(0),
-                FileHandle(0),
+                self.handles.open_file(attr.ino),
                 flags,
             ),
             Err(e) => reply.error(e),
@@ -1272,6 +1536,45 @@ impl Filesystem for LiteFs {
 }
 
 impl LiteFs {
+    /// The entries of directory `ino`, with `.` and `..` (and `.lag` at the top).
+    fn listing(&self, ino: INodeNo) -> OpResult<Listing> {
+        let path = self.path(ino)?;
+        match self.classify(&path, true)? {
+            Some(Target::Root | Target::Dir(_)) => {}
+            Some(_) => return Err(Errno::ENOTDIR),
+            None => return Err(Errno::ENOENT),
+        }
+        let (dir, _) = split_path(&path);
+        let parent = if path.is_empty() { ino } else { self.ino(dir) };
+        let mut entries: Listing = vec![
+            (ino, FileType::Directory, ".".into()),
+            (parent, FileType::Directory, "..".into()),
+        ];
+        if path.is_empty() {
+            entries.push((INodeNo(LAG_INO), FileType::RegularFile, ".lag".into()));
+        }
+        for (name, (ino, kind)) in self.list(&path)? {
+            entries.push((ino, kind, name));
+        }
+        Ok(entries)
+    }
+
+    /// The kernel forgot an inode: a detached one is dropped, with its orphaned data.
+    fn forget_inode(&self, ino: INodeNo) {
+        let orphan = {
+            let mut inodes = self.inodes.write().unwrap_or_else(|e| e.into_inner());
+            if inodes.paths.contains_key(&ino.0) {
+                return;
+            }
+            inodes.orphans.remove(&ino.0)
+        };
+        if let Some(path) = orphan {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), "failed to remove an unlinked file: {e}");
+            }
+        }
+    }
+
     /// At start, below directory `dir`: a plain file holding a whole SQLite database (one a
     /// process stopped before it was recorded) becomes a database.
     fn promote_found(&self, dir: &str) {
@@ -1287,7 +1590,7 @@ impl LiteFs {
                 Ok(t) if t.is_dir() => self.promote_found(&path),
                 Ok(t) if t.is_file() => {
                     if let Err(e) = self.promote(&path, false) {
-                        tracing::warn!(path, "failed to make a file holding a database one: {e:?}");
+                        tracing::warn!(path, "failed to make a file holding a database one ({e:?}); it stays a plain file");
                     }
                 }
                 _ => {}

@@ -199,6 +199,10 @@ struct RawWrites {
     min_len: u64,
 }
 
+/// How many separate written ranges [`RawWrites`] keeps before it treats everything from the
+/// lowest on as rewritten (a bound on its memory).
+const MAX_RAW_RANGES: usize = 4096;
+
 /// Name of the marker file kept in a database's directory while unrecorded raw writes exist:
 /// start-up recovery records the file as it is when it finds it.
 pub(crate) const REWRITE_MARKER: &str = "rewriting";
@@ -212,6 +216,18 @@ pub enum Content {
     Database(PageSize),
     /// Something else.
     Other(&'static str),
+}
+
+/// Fails with [`Error::NotADatabase`] unless the file at `path` is empty or a SQLite database.
+fn check_database_file(path: &Path) -> Result<()> {
+    let file = File::open(path).map_err(Error::io("open", path))?;
+    match content_of(&file).map_err(Error::io("read", path))? {
+        Content::Other(why) => Err(Error::NotADatabase {
+            path: path.to_owned(),
+            why,
+        }),
+        Content::Empty | Content::Database(_) => Ok(()),
+    }
 }
 
 /// Judges `file`'s content: empty, a SQLite database, or something else.
@@ -562,10 +578,30 @@ impl Db {
     }
 
     fn write_database(&self, inner: &mut Inner, offset: u64, data: &[u8]) -> Result<()> {
-        if inner.mode == JournalMode::Wal && self.path(FileKind::Wal).exists() {
-            // A checkpoint copying committed WAL frames: the logical database (database file
-            // under the WAL) does not change.
-            return self.write_at(inner, FileKind::Database, offset, data);
+        if let Some(t) = inner
+            .wal
+            .as_ref()
+            .filter(|_| inner.mode == JournalMode::Wal)
+        {
+            if !t.frames.is_empty() {
+                // SQLite checkpointing: it copies committed WAL frames into the database file,
+                // and the logical database (the file under the WAL) does not change. Anything
+                // else would be a write under a WAL that still holds newer pages.
+                let ps = u64::from(t.hdr.page_size.get());
+                let first = offset / ps + 1;
+                let last = (offset + data.len().max(1) as u64 - 1) / ps + 1;
+                let from_frames = offset % ps == 0
+                    && (first..=last)
+                        .all(|p| u32::try_from(p).is_ok_and(|p| t.frames.contains_key(&p)));
+                if !from_frames {
+                    return Err(Error::Busy {
+                        db: self.name.clone(),
+                        why: "a write into the database file while its WAL holds frames not \
+                              checkpointed yet",
+                    });
+                }
+                return self.write_at(inner, FileKind::Database, offset, data);
+            }
         }
         if !self.journaled(inner)? {
             return self.write_raw(inner, offset, data);
@@ -673,8 +709,16 @@ impl Db {
         }
         let raw = self.begin_raw(inner)?;
         match raw.ranges.last_mut() {
-            Some(last) if last.1 == offset => last.1 = end,
+            Some(last) if last.0 <= end && offset <= last.1 => {
+                *last = (last.0.min(offset), last.1.max(end));
+            }
             _ => raw.ranges.push((offset, end)),
+        }
+        if raw.ranges.len() > MAX_RAW_RANGES {
+            // Scattered writes: treat everything from the lowest one on as rewritten.
+            let lowest = raw.ranges.iter().map(|r| r.0).min().unwrap_or(0);
+            raw.min_len = raw.min_len.min(lowest);
+            raw.ranges.clear();
         }
         self.write_at(inner, FileKind::Database, offset, data)
     }
@@ -801,17 +845,49 @@ impl Db {
     pub fn replace_with(&self, src: &Path) -> Result<()> {
         let mut inner = self.lock();
         self.check_available(&inner)?;
-        let file = File::open(src).map_err(Error::io("open", src))?;
-        if let Content::Other(why) = content_of(&file).map_err(Error::io("read", src))? {
-            return Err(Error::NotADatabase {
-                path: src.to_owned(),
-                why,
-            });
-        }
-        drop(file);
+        check_database_file(src)?;
         self.check_idle(&mut inner)?;
-        self.sync_ltx(&mut inner)?;
-        self.commit_raw(&mut inner)?;
+        self.replace_locked(&mut inner, src)
+    }
+
+    /// Renames database `src` over this one, as one transaction of this one, and drops `src`
+    /// (which records its deletion). Both must be free of transactions; both are locked for the
+    /// whole operation, so no transaction can start on either meanwhile.
+    pub fn take_over(&self, src: &Db) -> Result<()> {
+        if std::ptr::eq(self, src) {
+            return Ok(());
+        }
+        // Locks are taken in name order, so two renames in opposite directions cannot
+        // deadlock.
+        let (mut mine, mut theirs) = if self.name < src.name {
+            let m = self.lock();
+            (m, src.lock())
+        } else {
+            let t = src.lock();
+            (self.lock(), t)
+        };
+        self.check_available(&mine)?;
+        src.check_available(&theirs)?;
+        if !theirs.present {
+            return Err(Error::NotFound(src.name.clone()));
+        }
+        self.check_idle(&mut mine)?;
+        src.check_idle(&mut theirs)?;
+        src.commit_raw(&mut theirs)?;
+        src.sync_ltx(&mut theirs)?;
+        let src_path = src.path(FileKind::Database);
+        check_database_file(&src_path)?;
+        self.replace_locked(&mut mine, &src_path)?;
+        // The source's file is gone (it is this database's now): it continues empty, and
+        // records its deletion.
+        theirs.db = open_rw(&src_path, true).map_err(Error::io("create", &src_path))?;
+        theirs.raw = None;
+        src.drop_database(&mut theirs)
+    }
+
+    fn replace_locked(&self, inner: &mut Inner, src: &Path) -> Result<()> {
+        self.sync_ltx(inner)?;
+        self.commit_raw(inner)?;
         for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
             let path = self.path(kind);
             fsutil::remove_if_exists(&path).map_err(Error::io("remove", path))?;
@@ -820,7 +896,9 @@ impl Db {
         inner.wal = None;
         inner.wal_file = None;
         inner.shm = None;
-        self.begin_raw(&mut inner)?;
+        // From here until its LTX file is durable, a crash leaves the marker: start-up records
+        // the file as it is then.
+        self.begin_raw(inner)?;
         let db_path = self.path(FileKind::Database);
         fs::rename(src, &db_path).map_err(Error::io("rename", src))?;
         fsutil::sync_dir(&self.dir).map_err(Error::io("sync", &self.dir))?;
@@ -834,26 +912,9 @@ impl Db {
             min_len: 0,
         });
         inner.dirty.clear();
-        self.commit_raw(&mut inner)?;
+        self.commit_raw(inner)?;
         inner.present = true;
         Ok(())
-    }
-
-    /// Moves the database file to `to` (on the same filesystem) and drops the database: the
-    /// first half of renaming one database over another.
-    pub fn surrender_file(&self, to: &Path) -> Result<()> {
-        let mut inner = self.lock();
-        self.check_available(&inner)?;
-        if !inner.present {
-            return Err(Error::NotFound(self.name.clone()));
-        }
-        self.check_idle(&mut inner)?;
-        self.commit_raw(&mut inner)?;
-        let db_path = self.path(FileKind::Database);
-        fs::rename(&db_path, to).map_err(Error::io("rename", &db_path))?;
-        inner.db = open_rw(&db_path, true).map_err(Error::io("create", &db_path))?;
-        fsutil::sync_dir(&self.dir).map_err(Error::io("sync", &self.dir))?;
-        self.drop_database(&mut inner)
     }
 
     fn write_wal(&self, inner: &mut Inner, offset: u64, data: &[u8]) -> Result<()> {
@@ -972,14 +1033,23 @@ impl Db {
                 }
             }
             FileKind::Database => {
-                let checkpointing =
-                    inner.mode == JournalMode::Wal && self.path(FileKind::Wal).exists();
+                // A checkpoint cuts the file down to the database's size (or SQLite sizes it
+                // for one) while the WAL holds the pages.
+                let checkpointing = inner.mode == JournalMode::Wal
+                    && inner.wal.as_ref().is_some_and(|t| !t.frames.is_empty());
                 let len = inner.db.metadata().map_err(Error::io("stat", &path))?.len();
                 // SQLite cuts the file down to the database's size after a rollback-mode
                 // commit shrank it, once the journal is gone: that changes nothing logical.
                 let logical = inner
                     .page_size
                     .map(|ps| u64::from(inner.sums.len()) * u64::from(ps.get()));
+                if checkpointing && size < len && Some(size) != logical {
+                    return Err(Error::Busy {
+                        db: self.name.clone(),
+                        why: "a truncation of the database file while its WAL holds frames \
+                              not checkpointed yet",
+                    });
+                }
                 if !checkpointing && !self.journaled(&mut inner)? {
                     if size != len && Some(size) != logical {
                         tracing::debug!(db = %self.name, size, len, "truncation outside a transaction");

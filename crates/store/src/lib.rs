@@ -296,10 +296,10 @@ impl Store {
         let Some(db) = dbs.get(name) else {
             return Ok(());
         };
-        if db.is_present() {
+        if db.is_present() || db.unavailable().is_some() {
             return Err(Error::Busy {
                 db: name.to_owned(),
-                why: "it exists",
+                why: "it exists, or was refused at start and keeps its files",
             });
         }
         let dir = db.dir().to_owned();

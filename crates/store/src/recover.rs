@@ -123,7 +123,11 @@ fn apply_pages(db: &Db, file: &File, path: &Path) -> Result<()> {
 /// Brings a database's files to a consistent state on open (the steps below), then forgets
 /// the rewrite marker, whose writes the steps recorded.
 pub(crate) fn recover(db: &Db, inner: &mut Inner) -> Result<()> {
-    recover_files(db, inner)?;
+    let result = recover_files(db, inner);
+    // A database refused at start stays in the mount (its operations fail), so that nothing
+    // takes its name or removes its folder.
+    inner.present = result.is_err() || inner.db.metadata().map_or(true, |m| m.len() > 0);
+    result?;
     let marker = db.dir().join(REWRITE_MARKER);
     fsutil::remove_if_exists(&marker).map_err(Error::io("remove", marker))
 }
@@ -144,23 +148,19 @@ fn recover_files(db: &Db, inner: &mut Inner) -> Result<()> {
     let marker = dir.join(REWRITE_MARKER);
     let rewriting = marker.exists();
     let db_path = dir.join(FileKind::Database.backing_name());
-    if rewriting {
-        if let Content::Other(why) =
-            crate::db::content_of(&inner.db).map_err(Error::io("read", &db_path))?
-        {
-            return Err(Error::Unavailable {
-                db: db.name().to_owned(),
-                reason: format!(
-                    "its file was being rewritten outside a SQLite transaction (a copy or a \
-                     rename) when the node stopped, and it is not a whole SQLite database \
-                     ({why}); copy the database into the mount again, or remove {} to \
-                     forget it",
-                    dir.display()
-                ),
-            });
-        }
+    // With the marker, a file holding a whole database is recorded as it is (below); anything
+    // else (a copy cut short) goes through the usual checks, which restore the database from
+    // its LTX files when they can.
+    let rewritten = match rewriting {
+        true => match crate::db::content_of(&inner.db).map_err(Error::io("read", &db_path))? {
+            Content::Database(ps) => Some(ps),
+            Content::Empty | Content::Other(_) => None,
+        },
+        false => None,
+    };
+    if rewriting && rewritten.is_none() {
+        tracing::warn!(db = %db.name(), "the database file was being rewritten outside a SQLite transaction when the node stopped, and is not a whole database: restoring it from its LTX files");
     }
-    let adopt = rewriting || db.adopting();
     inner.present = inner
         .db
         .metadata()
@@ -352,6 +352,29 @@ fn recover_files(db: &Db, inner: &mut Inner) -> Result<()> {
 
     // 4. The database file against the position (whose last file step 3 may have written).
     let files = ltx_files(&ltx_dir)?;
+    if let Some(fps) = rewritten {
+        let len = inner
+            .db
+            .metadata()
+            .map_err(Error::io("stat", &db_path))?
+            .len();
+        let pages = u32::try_from(len / u64::from(fps.get())).unwrap_or(u32::MAX);
+        inner.sums = file_sums(&inner.db, fps, pages).map_err(Error::io("read", &db_path))?;
+        let unchanged = inner.page_size == Some(fps)
+            && !inner.pos.txid.is_zero()
+            && inner.sums.total() == inner.pos.post_apply_checksum;
+        if !unchanged {
+            let before = inner.pos;
+            inner.page_size = Some(fps);
+            db.write_ltx(inner, fps, pages, (1..=pages).collect(), None, true)?;
+            tracing::info!(db = %db.name(), from = %before, to = %inner.pos, "recorded the database file, rewritten outside a SQLite transaction, as a new transaction");
+        }
+        inner.page_size = Some(fps);
+        inner.present = true;
+        set_mode(inner);
+        return Ok(());
+    }
+    let adopt = db.adopting();
     let Some(ps) = inner.page_size else {
         return Ok(());
     };
