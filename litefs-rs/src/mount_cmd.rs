@@ -50,6 +50,8 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         .with_context(|| format!("open data directory {}", data_dir.display()))?,
     );
     tracing::info!(data = %data_dir.display(), node = %store.node_id(), "store opened");
+    // The only node: the primary, ready at once.
+    store.status().set_primary_timestamp(0);
 
     if !flags.skip_unmount {
         litefs_fuse::unmount_stale(&fuse_dir)

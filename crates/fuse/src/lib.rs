@@ -51,6 +51,9 @@ pub const POS_FILE_SIZE: u64 = 34;
 /// Size of `.lag`: `%+010d\n`.
 pub const LAG_FILE_SIZE: u64 = 11;
 const LAG_INO: u64 = 2;
+const PRIMARY_INO: u64 = 3;
+/// `.lag` before the node is ready: the largest value its 11 bytes hold.
+const LAG_NOT_READY: i64 = 999_999_999;
 /// Other paths take inode numbers from here up.
 const FIRST_INO: u64 = 16;
 
@@ -62,6 +65,7 @@ pub fn errno(e: &Error) -> Errno {
         Error::InvalidName(..) | Error::UnalignedWrite { .. } => Errno::EINVAL,
         Error::Growth { .. } => Errno::from_i32(libc::EFBIG),
         Error::Busy { .. } => Errno::EBUSY,
+        Error::ReadOnly(_) => Errno::EROFS,
         Error::NotADatabase { .. } => Errno::EINVAL,
         _ => Errno::EIO,
     }
@@ -113,8 +117,9 @@ fn parse_name(name: &str) -> (&str, Node) {
 
 /// Names whose files the mount makes by itself (when their database appears).
 fn is_control_name(name: &OsStr) -> bool {
-    name.to_str()
-        .is_some_and(|n| n == ".lag" || matches!(parse_name(n).1, Node::Pos | Node::Lock))
+    name.to_str().is_some_and(|n| {
+        n == ".lag" || n == ".primary" || matches!(parse_name(n).1, Node::Pos | Node::Lock)
+    })
 }
 
 /// Splits a path of the mount into its directory (`""` at the top) and its last component.
@@ -186,7 +191,11 @@ impl Default for Inodes {
             orphans: HashMap::new(),
             next: FIRST_INO,
         };
-        for (ino, path) in [(INodeNo::ROOT.0, ""), (LAG_INO, ".lag")] {
+        for (ino, path) in [
+            (INodeNo::ROOT.0, ""),
+            (LAG_INO, ".lag"),
+            (PRIMARY_INO, ".primary"),
+        ] {
             let path: Arc<str> = Arc::from(path);
             inodes.by_path.insert(path.clone(), ino);
             inodes.paths.insert(ino, path);
@@ -272,6 +281,8 @@ enum Target {
     Root,
     /// `.lag`.
     Lag,
+    /// `.primary` (on a replica that knows its primary).
+    Primary,
     /// A subdirectory: its folder under `files/` (which may not exist yet when only
     /// databases below it do).
     Dir(PathBuf),
@@ -285,7 +296,7 @@ enum Target {
 #[derive(Debug)]
 pub struct LiteFs {
     store: Arc<Store>,
-    inodes: RwLock<Inodes>,
+    inodes: Arc<RwLock<Inodes>>,
     /// Held by operations that change names (create, rename, unlink, mkdir, rmdir, and a file
     /// becoming a database), so that each sees and leaves a consistent namespace.
     names: RwLock<()>,
@@ -319,7 +330,7 @@ impl LiteFs {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         LiteFs {
             store,
-            inodes: RwLock::new(Inodes::default()),
+            inodes: Arc::new(RwLock::new(Inodes::default())),
             names: RwLock::new(()),
             handles: Handles::default(),
             orphans_dir,
@@ -471,6 +482,9 @@ impl LiteFs {
         if path == ".lag" {
             return Ok(Some(Target::Lag));
         }
+        if path == ".primary" {
+            return Ok(self.store.status().primary().map(|_| Target::Primary));
+        }
         let (dir, base) = split_path(path);
         let (db_base, node) = parse_name(base);
         if let Some(db) = self.store.db(&join_path(dir, db_base)) {
@@ -575,7 +589,11 @@ impl LiteFs {
     }
 
     fn lag_attr(&self) -> FileAttr {
-        self.attr(INodeNo(LAG_INO), LAG_FILE_SIZE, SystemTime::now(), 0o444)
+        let mtime = match self.store.status().primary_timestamp() {
+            0 => SystemTime::now(),
+            ts => UNIX_EPOCH + Duration::from_millis(u64::try_from(ts).unwrap_or(0)),
+        };
+        self.attr(INodeNo(LAG_INO), LAG_FILE_SIZE, mtime, 0o444)
     }
 
     /// Attributes of a backing file or folder (its own mode, owner and times: what chmod,
@@ -656,6 +674,13 @@ impl LiteFs {
                 CACHE_TTL,
             ))),
             Target::Lag => Ok(Some((self.lag_attr(), NO_CACHE))),
+            Target::Primary => {
+                let size = self.primary_content().len() as u64;
+                Ok(Some((
+                    self.attr(INodeNo(PRIMARY_INO), size, SystemTime::now(), 0o444),
+                    NO_CACHE,
+                )))
+            }
             Target::Dir(local) => Ok(Some((self.dir_attr(ino, local)?, CACHE_TTL))),
             Target::Local(local) => Ok(self.file_attr(ino, local)?.map(|a| (a, CACHE_TTL))),
             Target::Db(db, node) => self.node_attr(ino, db, *node),
@@ -663,8 +688,16 @@ impl LiteFs {
     }
 
     fn lag_content(&self) -> Vec<u8> {
-        // A single node is always the primary: no lag.
-        format!("{:+010}\n", 0).into_bytes()
+        let lag = self.store.status().lag_ms().unwrap_or(LAG_NOT_READY);
+        format!("{:+010}\n", lag.min(LAG_NOT_READY)).into_bytes()
+    }
+
+    fn primary_content(&self) -> Vec<u8> {
+        self.store
+            .status()
+            .primary()
+            .map(|h| format!("{h}\n").into_bytes())
+            .unwrap_or_default()
     }
 
     /// Makes sure the folder of `path`'s directory exists under `files/` (a directory only
@@ -699,6 +732,10 @@ impl LiteFs {
         if litefs_store::validate_name(path).is_err() {
             tracing::info!(path, "not a database name: the file stays a plain file");
             return Ok(None);
+        }
+        if self.store.is_readonly() {
+            // Databases are made on the primary.
+            return Err(Errno::EROFS);
         }
         let db = self.store.create_db(path).map_err(|e| fail("create", &e))?;
         if empty {
@@ -774,9 +811,8 @@ impl LiteFs {
             return Err(Errno::EINVAL);
         }
         match (&src, &dst) {
-            (Target::Root | Target::Lag, _) | (_, Some(Target::Root | Target::Lag)) => {
-                return Err(Errno::EBUSY)
-            }
+            (Target::Root | Target::Lag | Target::Primary, _)
+            | (_, Some(Target::Root | Target::Lag | Target::Primary)) => return Err(Errno::EBUSY),
             (Target::Db(_, Node::Pos | Node::Lock), _)
             | (_, Some(Target::Db(_, Node::Pos | Node::Lock))) => return Err(Errno::EPERM),
             // SQLite never renames these; a copy and a delete (what `mv` does on EXDEV) go
@@ -871,7 +907,7 @@ impl LiteFs {
                 self.forget_database(from, Vec::new());
                 self.forget_database(to, dst_ino.into_iter().collect());
             }
-            Target::Root | Target::Lag => return Err(Errno::EBUSY),
+            Target::Root | Target::Lag | Target::Primary => return Err(Errno::EBUSY),
         }
         self.detach(to);
         self.moved(from, to, is_dir);
@@ -924,7 +960,9 @@ impl LiteFs {
                     let Ok(name) = entry.file_name().into_string() else {
                         continue;
                     };
-                    if entries.contains_key(&name) || (path.is_empty() && name == ".lag") {
+                    if entries.contains_key(&name)
+                        || (path.is_empty() && (name == ".lag" || name == ".primary"))
+                    {
                         continue;
                     }
                     let kind = match entry.file_type() {
@@ -1031,7 +1069,9 @@ impl Filesystem for LiteFs {
         let res = self.target(ino, true).and_then(|target| {
             let path = match &target {
                 Target::Root => self.store.files_dir().to_owned(),
-                Target::Lag | Target::Db(_, Node::Pos | Node::Lock) => return Err(Errno::EACCES),
+                Target::Lag | Target::Primary | Target::Db(_, Node::Pos | Node::Lock) => {
+                    return Err(Errno::EACCES)
+                }
                 Target::Dir(local) => {
                     std::fs::create_dir_all(local).map_err(|e| os_errno(&e))?;
                     local.clone()
@@ -1167,7 +1207,7 @@ impl Filesystem for LiteFs {
                     }
                     Ok(())
                 }
-                Some(Target::Db(..) | Target::Lag) => Err(Errno::EACCES),
+                Some(Target::Db(..) | Target::Lag | Target::Primary) => Err(Errno::EACCES),
                 Some(Target::Dir(_) | Target::Root) => Err(Errno::EISDIR),
                 None => Err(Errno::ENOENT),
             });
@@ -1211,7 +1251,7 @@ impl Filesystem for LiteFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let res = self.path(ino).and_then(|path| {
             let target = match self.classify(&path, true)? {
                 Some(t) => t,
@@ -1234,8 +1274,21 @@ impl Filesystem for LiteFs {
                     }
                 }
             };
+            let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+            // This process opens databases on a replica to lock out local readers while it
+            // applies a replicated transaction.
+            let ours = req.pid() == std::process::id();
+            if writing
+                && !ours
+                && self.store.is_readonly()
+                && matches!(target, Target::Db(_, Node::Data(FileKind::Database)))
+            {
+                // A replica: SQLite then opens the database read-only, and a write fails with
+                // SQLITE_READONLY in every journal mode.
+                return Err(Errno::EROFS);
+            }
             match target {
-                Target::Lag => Ok(FopenFlags::FOPEN_DIRECT_IO),
+                Target::Lag | Target::Primary => Ok(FopenFlags::FOPEN_DIRECT_IO),
                 Target::Local(_) => Ok(FopenFlags::FOPEN_KEEP_CACHE),
                 Target::Db(_, node) => Ok(open_flags(node)),
                 Target::Dir(_) | Target::Root => Err(Errno::EISDIR),
@@ -1267,6 +1320,7 @@ impl Filesystem for LiteFs {
         };
         let res = self.target(ino, false).and_then(|target| match target {
             Target::Lag => Ok(slice(&self.lag_content())),
+            Target::Primary => Ok(slice(&self.primary_content())),
             Target::Local(path) => read_local(&path, offset, size).map_err(|e| os_errno(&e)),
             Target::Db(db, Node::Data(kind)) => {
                 let mut buf = vec![0u8; size as usize];
@@ -1330,7 +1384,7 @@ impl Filesystem for LiteFs {
                 }
                 db.write(kind, offset, data).map_err(|e| fail("write", &e))
             }
-            Target::Db(_, Node::Pos) | Target::Lag => Err(Errno::EACCES),
+            Target::Db(_, Node::Pos) | Target::Lag | Target::Primary => Err(Errno::EACCES),
             Target::Db(_, Node::Lock) => Err(Errno::EIO),
             Target::Dir(_) | Target::Root => Err(Errno::EISDIR),
         });
@@ -1552,6 +1606,13 @@ impl LiteFs {
         ];
         if path.is_empty() {
             entries.push((INodeNo(LAG_INO), FileType::RegularFile, ".lag".into()));
+            if self.store.status().primary().is_some() {
+                entries.push((
+                    INodeNo(PRIMARY_INO),
+                    FileType::RegularFile,
+                    ".primary".into(),
+                ));
+            }
         }
         for (name, (ino, kind)) in self.list(&path)? {
             entries.push((ino, kind, name));
@@ -1688,14 +1749,101 @@ fn statvfs(path: &Path) -> io::Result<libc::statvfs> {
     Ok(unsafe { out.assume_init() })
 }
 
+/// Tells the kernel to forget what it cached of a database that changed without going through
+/// the mount (replication applied a transaction to it).
+#[derive(Clone, Debug)]
+pub struct Invalidator {
+    inodes: Arc<RwLock<Inodes>>,
+    notifier: Arc<OnceLock<fuser::Notifier>>,
+}
+
+/// More separate page runs than this invalidate the whole file.
+const MAX_INVALIDATED_RUNS: usize = 64;
+
+impl Invalidator {
+    fn ino(&self, path: &str) -> Option<INodeNo> {
+        self.inodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_path
+            .get(path)
+            .map(|&i| INodeNo(i))
+    }
+
+    /// Database `name`'s file changed: pages `pages` (numbered from 1) of `page_size` bytes,
+    /// or all of it when `None`, and its size. Pages the kernel cached are dropped (and
+    /// unmapped), and its attributes read again.
+    pub fn database_changed(&self, name: &str, pages: Option<&[u32]>, page_size: u32) {
+        let (Some(notifier), Some(ino)) = (self.notifier.get(), self.ino(name)) else {
+            return;
+        };
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        if let Some(pages) = pages {
+            let mut sorted = pages.to_vec();
+            sorted.sort_unstable();
+            for p in sorted {
+                match runs.last_mut() {
+                    Some(run) if run.1 + 1 >= p => run.1 = run.1.max(p),
+                    _ => runs.push((p, p)),
+                }
+            }
+        }
+        if pages.is_none() || runs.len() > MAX_INVALIDATED_RUNS {
+            // ENOENT: the kernel had nothing cached.
+            let _ = notifier.inval_inode(ino, 0, 0);
+            return;
+        }
+        let ps = i64::from(page_size);
+        for (first, last) in runs {
+            let offset = i64::from(first.saturating_sub(1)) * ps;
+            let len = i64::from(last - first + 1) * ps;
+            let _ = notifier.inval_inode(ino, offset, len);
+        }
+        // The size (and times) too.
+        let _ = notifier.inval_inode(ino, -1, 0);
+    }
+
+    /// Database `name` appeared or went away: the kernel forgets its entries (including "no
+    /// such file") for it, its journal, WAL and index, and the directories on its path.
+    pub fn names_changed(&self, name: &str) {
+        let Some(notifier) = self.notifier.get() else {
+            return;
+        };
+        let mut dir = String::new();
+        let parts: Vec<&str> = name.split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            if let Some(parent) = self.ino(&dir) {
+                if i + 1 == parts.len() {
+                    for kind in FileKind::ALL {
+                        let file = format!("{part}{}", kind.suffix());
+                        let _ = notifier.inval_entry(parent, OsStr::new(&file));
+                    }
+                } else {
+                    let _ = notifier.inval_entry(parent, OsStr::new(part));
+                }
+            }
+            dir = join_path(&dir, part);
+        }
+        if let Some(ino) = self.ino(name) {
+            let _ = notifier.inval_inode(ino, 0, 0);
+        }
+    }
+}
+
 /// A mounted filesystem; unmounts when dropped or by [`Mount::unmount`].
 #[derive(Debug)]
 pub struct Mount {
     session: Option<fuser::BackgroundSession>,
     dir: PathBuf,
+    invalidator: Invalidator,
 }
 
 impl Mount {
+    /// Tells the kernel what replication changed.
+    pub fn invalidator(&self) -> Invalidator {
+        self.invalidator.clone()
+    }
+
     /// Where it is mounted.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -1771,11 +1919,16 @@ pub fn mount(store: Arc<Store>, opts: &MountOptions) -> io::Result<Mount> {
     let fs = LiteFs::new(store, opts.debug);
     fs.promote_found("");
     let notifier = fs.notifier.clone();
+    let invalidator = Invalidator {
+        inodes: fs.inodes.clone(),
+        notifier: fs.notifier.clone(),
+    };
     let session = fuser::spawn_mount(fs, &dir, &config)?;
     let _ = notifier.set(session.notifier());
     Ok(Mount {
         session: Some(session),
         dir,
+        invalidator,
     })
 }
 

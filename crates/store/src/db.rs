@@ -90,7 +90,7 @@ pub enum JournalMode {
 }
 
 /// Options every database of a store shares.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct DbOptions {
     /// LZ4-compress LTX files.
     pub compress: bool,
@@ -102,11 +102,28 @@ pub(crate) struct DbOptions {
     pub(crate) wake: Arc<Wake>,
     /// Databases to adopt as they are at start (see `StoreOptions::adopt`).
     pub(crate) adopt: Vec<String>,
+    /// This node is a replica: SQLite may not write (see [`Error::ReadOnly`]).
+    pub(crate) readonly: std::sync::atomic::AtomicBool,
+    /// Told the name of a database whose published position moved (see
+    /// [`Db::published`]).
+    pub(crate) observer: std::sync::OnceLock<ObserverSlot>,
 }
+
+/// Holds the observer (a function has no `Debug`).
+pub(crate) struct ObserverSlot(pub(crate) Observer);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// Called with a database's name when its published position moves.
+pub type Observer = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The frames of the current WAL generation, checked as they arrive.
 #[derive(Debug)]
-struct WalTracker {
+pub(crate) struct WalTracker {
     hdr: WalHeader,
     /// End of the last committed (and captured) transaction.
     committed_end: u64,
@@ -117,7 +134,7 @@ struct WalTracker {
     /// Largest end offset written in this generation.
     written_end: u64,
     /// Latest committed frame of each page in this generation.
-    frames: HashMap<u32, u64>,
+    pub(crate) frames: HashMap<u32, u64>,
     /// How to undo the newest commit, until SQLite is seen to have published it.
     last: Option<WalUndo>,
 }
@@ -166,9 +183,9 @@ impl WalTracker {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) db: File,
-    journal: Option<File>,
+    pub(crate) journal: Option<File>,
     pub(crate) wal_file: Option<File>,
-    shm: Option<File>,
+    pub(crate) shm: Option<File>,
     pub(crate) page_size: Option<PageSize>,
     pub(crate) sums: PageSums,
     pub(crate) pos: Pos,
@@ -176,23 +193,23 @@ pub(crate) struct Inner {
     pub(crate) timestamp: i64,
     pub(crate) mode: JournalMode,
     /// Rollback modes: pages written since the last commit.
-    dirty: BTreeSet<u32>,
+    pub(crate) dirty: BTreeSet<u32>,
     /// Rollback modes: SQLite synced the journal or database in this transaction.
     synced: bool,
-    wal: Option<WalTracker>,
+    pub(crate) wal: Option<WalTracker>,
     /// Why the database is not served, if it is not.
-    unavailable: Option<String>,
+    pub(crate) unavailable: Option<String>,
     /// The database exists in the mount (created and not dropped).
     pub(crate) present: bool,
     /// Writes no journal or WAL protects, waiting to be recorded.
-    raw: Option<RawWrites>,
+    pub(crate) raw: Option<RawWrites>,
 }
 
 /// Writes into the database file outside any SQLite transaction: a copy tool writing the file
 /// (`cp`, `dd`, a rename over it), or SQLite in journal_mode OFF or MEMORY. They are recorded
 /// as one transaction when the file is synced or closed and holds a whole SQLite database.
 #[derive(Debug)]
-struct RawWrites {
+pub(crate) struct RawWrites {
     /// Byte ranges written, `(start, end)`, contiguous ones merged.
     ranges: Vec<(u64, u64)>,
     /// The smallest size the file had meanwhile: every page past it is new.
@@ -282,6 +299,9 @@ pub struct Db {
     ltx_writer: Mutex<()>,
     /// LTX files written without a sync (WAL mode); synced before the WAL moves on.
     unsynced: Mutex<Vec<PathBuf>>,
+    /// The position of the newest LTX file written (behind `pos` while WAL-mode files wait for
+    /// the LTX writer thread): what can be streamed.
+    published: Mutex<Pos>,
 }
 
 /// Reads a page for an LTX file: its number, where it is, and the buffer to fill.
@@ -398,6 +418,7 @@ impl Db {
             deferred: Mutex::new(VecDeque::new()),
             ltx_writer: Mutex::new(()),
             unsynced: Mutex::new(Vec::new()),
+            published: Mutex::new(Pos::ZERO),
         };
         {
             let mut inner = db.lock();
@@ -406,8 +427,41 @@ impl Db {
                 tracing::error!(db = %db.name, "database not served: {reason}");
                 inner.unavailable = Some(reason);
             }
+            *db.published.lock().unwrap_or_else(|e| e.into_inner()) = inner.pos;
         }
         Ok(db)
+    }
+
+    /// The position of the newest LTX file written: every transaction up to it can be read
+    /// from the LTX folder (WAL-mode files are written just after their commit, off the
+    /// application's commit path).
+    pub fn published(&self) -> Pos {
+        *self.published.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the LTX files up to `pos` are written, and tells the observer.
+    pub(crate) fn publish(&self, pos: Pos) {
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = pos;
+        if let Some(observer) = self.opts.observer.get() {
+            (observer.0)(&self.name);
+        }
+    }
+
+    /// Fails with [`Error::ReadOnly`] on a replica.
+    fn check_writable(&self) -> Result<()> {
+        if self
+            .opts
+            .readonly
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(Error::ReadOnly(self.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// The node id written into this process's LTX files.
+    pub(crate) fn node_id(&self) -> litefs_ltx::NodeId {
+        self.opts.node_id
     }
 
     /// The database's name.
@@ -430,13 +484,13 @@ impl Db {
         &self.ltx_dir
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves nothing half-done that a later caller could
         // observe beyond what a crash would, so keep serving.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn path(&self, kind: FileKind) -> PathBuf {
+    pub(crate) fn path(&self, kind: FileKind) -> PathBuf {
         self.dir.join(kind.backing_name())
     }
 
@@ -475,7 +529,7 @@ impl Db {
         self.lock().unavailable.clone()
     }
 
-    fn check_available(&self, inner: &Inner) -> Result<()> {
+    pub(crate) fn check_available(&self, inner: &Inner) -> Result<()> {
         match &inner.unavailable {
             Some(reason) => Err(Error::Unavailable {
                 db: self.name.clone(),
@@ -505,6 +559,9 @@ impl Db {
 
     /// Creates (or opens) the backing file of `kind`.
     pub fn create(&self, kind: FileKind) -> Result<()> {
+        if kind == FileKind::Journal {
+            self.check_writable()?;
+        }
         let mut inner = self.lock();
         self.check_available(&inner)?;
         if matches!(kind, FileKind::Journal | FileKind::Wal) {
@@ -546,6 +603,9 @@ impl Db {
 
     /// Writes to the backing file of `kind`, capturing a transaction if this write commits one.
     pub fn write(&self, kind: FileKind, offset: u64, data: &[u8]) -> Result<()> {
+        if kind != FileKind::Shm {
+            self.check_writable()?;
+        }
         let mut inner = self.lock();
         self.check_available(&inner)?;
         match kind {
@@ -725,7 +785,7 @@ impl Db {
 
     /// Records the raw writes as one transaction, if there are any and the file now holds a
     /// whole SQLite database (otherwise they wait for the next sync or close).
-    fn commit_raw(&self, inner: &mut Inner) -> Result<()> {
+    pub(crate) fn commit_raw(&self, inner: &mut Inner) -> Result<()> {
         let Some(raw) = inner.raw.as_ref() else {
             return Ok(());
         };
@@ -843,6 +903,7 @@ impl Db {
     /// SQLite database (or nothing); the database must not be in use by a transaction. Its
     /// leftover journal, WAL and index files are removed.
     pub fn replace_with(&self, src: &Path) -> Result<()> {
+        self.check_writable()?;
         let mut inner = self.lock();
         self.check_available(&inner)?;
         check_database_file(src)?;
@@ -854,6 +915,7 @@ impl Db {
     /// (which records its deletion). Both must be free of transactions; both are locked for the
     /// whole operation, so no transaction can start on either meanwhile.
     pub fn take_over(&self, src: &Db) -> Result<()> {
+        self.check_writable()?;
         if std::ptr::eq(self, src) {
             return Ok(());
         }
@@ -1012,6 +1074,9 @@ impl Db {
     /// Truncates the backing file of `kind`. Truncating the journal to zero commits (TRUNCATE
     /// mode); truncating the WAL ends its generation.
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<()> {
+        if kind != FileKind::Shm {
+            self.check_writable()?;
+        }
         let mut inner = self.lock();
         self.check_available(&inner)?;
         let path = self.path(kind);
@@ -1110,13 +1175,16 @@ impl Db {
                 inner.wal_file = None;
             }
             FileKind::Shm => inner.shm = None,
-            FileKind::Database => return self.drop_database(&mut inner),
+            FileKind::Database => {
+                self.check_writable()?;
+                return self.drop_database(&mut inner);
+            }
         }
         fsutil::remove_if_exists(&path).map_err(Error::io("remove", path))
     }
 
     /// Deletes the database: a deletion LTX (commit 0) and empty files.
-    fn drop_database(&self, inner: &mut Inner) -> Result<()> {
+    pub(crate) fn drop_database(&self, inner: &mut Inner) -> Result<()> {
         self.check_available(inner)?;
         // The WAL is about to go: what was cut from it must be on disk first.
         self.sync_ltx(inner)?;
@@ -1428,6 +1496,7 @@ impl Db {
             } else {
                 let path = self.ltx_dir.join(format_filename(undo.txid, undo.txid));
                 fsutil::remove_if_exists(&path).map_err(Error::io("remove", &path))?;
+                self.publish(undo.pos_before);
                 self.unsynced
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -1627,6 +1696,14 @@ impl Db {
         }
         inner.pos = Pos::new(header.max_txid, post);
         inner.timestamp = header.timestamp;
+        if self
+            .deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            self.publish(inner.pos);
+        }
         if self.opts.strict_verify {
             self.verify_logical(inner)?;
         }
@@ -1659,11 +1736,13 @@ impl Db {
                 },
             );
             match written {
-                Ok(path) => self
-                    .unsynced
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(path),
+                Ok(path) => {
+                    self.unsynced
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(path);
+                    self.publish(Pos::new(item.header.max_txid, item.post));
+                }
                 Err(e) => {
                     self.deferred
                         .lock()
@@ -1706,7 +1785,7 @@ impl Db {
     /// Writes the deferred LTX files, then makes every LTX file written without a sync
     /// durable: one file and its directory are synced directly; many at once are flushed with
     /// one `syncfs` of their filesystem, which costs far less than a sync per file.
-    fn sync_ltx(&self, _inner: &mut Inner) -> Result<()> {
+    pub(crate) fn sync_ltx(&self, _inner: &mut Inner) -> Result<()> {
         self.flush_deferred()?;
         let mut unsynced = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
         match unsynced.len() {

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use litefs_ltx::{Checksum, TXID};
+use litefs_ltx::{Checksum, Pos, TXID};
 
 /// What can go wrong in the store. The FUSE adapter maps each variant to one errno.
 #[derive(thiserror::Error, Debug)]
@@ -56,6 +56,25 @@ pub enum Error {
         /// What is in the way.
         why: &'static str,
     },
+    /// An LTX file that does not continue the database's position.
+    #[error("database {db}: at {have}, an LTX file for {want} does not apply")]
+    PosMismatch {
+        /// The database.
+        db: String,
+        /// Its position.
+        have: Pos,
+        /// The position the file applies to.
+        want: Pos,
+    },
+    /// The database kept changing while a snapshot of it was read.
+    #[error("database {db}: changed during every attempt to snapshot it")]
+    SnapshotMoved {
+        /// The database.
+        db: String,
+    },
+    /// A write on a node that is not the primary.
+    #[error("database {0}: read-only on a replica (writes go to the primary)")]
+    ReadOnly(String),
     /// A file offered as a database's new content is not a SQLite database.
     #[error("{path}: not a SQLite database ({why})")]
     NotADatabase {

@@ -9,6 +9,8 @@ mod error;
 pub mod fsutil;
 pub mod journal;
 mod recover;
+mod replica;
+pub mod status;
 mod sums;
 pub mod wal;
 
@@ -22,10 +24,12 @@ use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-pub use db::{content_of, Content, Db, FileKind, JournalMode};
+pub use db::{content_of, Content, Db, FileKind, JournalMode, Observer};
 use db::{DbOptions, Wake};
 pub use error::{chain as error_chain, Error, Result};
 use litefs_ltx::NodeId;
+pub use replica::{wal_index_header, Applied, WAL_INDEX_HEADER_SIZE};
+pub use status::Status;
 
 /// Options of a store.
 #[derive(Clone, Debug)]
@@ -53,6 +57,8 @@ pub struct Store {
     dbs: DbMap,
     /// Writes deferred WAL-mode LTX files; stopped when the store is dropped.
     writer: Option<LtxWriter>,
+    /// The node's role and lag, for the mount and replication.
+    status: Status,
 }
 
 /// The thread that writes WAL-mode LTX files off the commit path.
@@ -184,6 +190,8 @@ impl Store {
             node_id: random_node_id(),
             wake: wake.clone(),
             adopt: opts.adopt.clone(),
+            readonly: AtomicBool::new(false),
+            observer: std::sync::OnceLock::new(),
         });
         let mut dbs = BTreeMap::new();
         let mut found = Vec::new();
@@ -212,7 +220,32 @@ impl Store {
             opts: db_opts,
             dbs,
             writer: Some(writer),
+            status: Status::default(),
         })
+    }
+
+    /// The node's role and lag.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Makes SQLite's writes fail with [`Error::ReadOnly`] (a replica) or accepts them again
+    /// (the primary). Replication's own changes ([`Db::apply_ltx`]) are not affected.
+    pub fn set_readonly(&self, readonly: bool) {
+        self.opts.readonly.store(readonly, Ordering::Release);
+    }
+
+    /// True on a replica (see [`Store::set_readonly`]).
+    pub fn is_readonly(&self) -> bool {
+        self.opts.readonly.load(Ordering::Acquire)
+    }
+
+    /// Sets the function told the name of a database whose published position moved
+    /// ([`Db::published`]): a transaction's LTX file was written, or a database dropped or
+    /// applied. It is called on the thread that made the change, with the database locked, so it
+    /// must be quick and must not call back into the store. Only the first call has an effect.
+    pub fn set_observer(&self, observer: Observer) {
+        let _ = self.opts.observer.set(db::ObserverSlot(observer));
     }
 
     /// The node id written into this process's LTX files.

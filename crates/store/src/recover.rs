@@ -48,7 +48,7 @@ pub(crate) fn ltx_files(dir: &Path) -> Result<Vec<(TXID, TXID, PathBuf)>> {
     Ok(files)
 }
 
-fn read_ltx(db: &Db, path: &Path) -> Result<(Header, Trailer)> {
+pub(crate) fn read_ltx(db: &Db, path: &Path) -> Result<(Header, Trailer)> {
     let f = File::open(path).map_err(Error::io("open", path))?;
     let (h, t, _) = litefs_ltx::verify(BufReader::new(f)).map_err(|source| Error::Decode {
         db: db.name().to_owned(),
@@ -59,7 +59,7 @@ fn read_ltx(db: &Db, path: &Path) -> Result<(Header, Trailer)> {
 }
 
 /// Checksums of the database file's first `pages` pages (zeros past its end).
-fn file_sums(file: &File, ps: PageSize, pages: u32) -> io::Result<PageSums> {
+pub(crate) fn file_sums(file: &File, ps: PageSize, pages: u32) -> io::Result<PageSums> {
     let mut sums = PageSums::default();
     let mut buf = vec![0u8; ps.bytes()];
     for n in 1..=pages {

@@ -1,0 +1,377 @@
+//! Replication in the store: applying the LTX files a replica receives, the WAL-index header
+//! that tells a replica's WAL-mode readers the database changed, and the consistent snapshots
+//! a primary sends. Nothing here touches the network or the mount; the caller excludes local
+//! readers (through the mount's locks) and tells the kernel what changed.
+
+use std::fs::{self, File};
+use std::io::{BufReader, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use litefs_ltx::{
+    checksum_page, format_filename, Decoder, Encoder, Flags, Header, PageNum, PageSize, Pos,
+    RollingChecksum, TXID,
+};
+
+use crate::db::{Db, FileKind, JournalMode};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::recover::{ltx_files, read_ltx};
+use crate::sums::PageSums;
+use crate::wal::FRAME_HEADER_SIZE;
+
+/// What applying one LTX file changed.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The database's position afterwards.
+    pub pos: Pos,
+    /// The file was a snapshot: every page (and the size) may have changed.
+    pub snapshot: bool,
+    /// The pages written.
+    pub pages: Vec<PageNum>,
+    /// Page size afterwards.
+    pub page_size: PageSize,
+    /// Size in pages afterwards (0: the database was deleted).
+    pub commit: u32,
+    /// This node's own LTX files that a snapshot replaced, moved to `ltx/diverged/`.
+    pub diverged: Vec<PathBuf>,
+}
+
+/// Size of the part of the WAL index (`-shm`) that [`wal_index_header`] rewrites: two copies of
+/// the index header and the checkpoint information.
+pub const WAL_INDEX_HEADER_SIZE: usize = 136;
+
+/// SQLite's WAL-index version (`WALINDEX_MAX_VERSION`).
+const WAL_INDEX_VERSION: u32 = 3_007_000;
+
+/// The WAL-index header that makes WAL-mode readers see a database of `pages` pages of
+/// `page_size`, entirely in the database file (no WAL frames), from the header they have now
+/// (`current`, its first [`WAL_INDEX_HEADER_SIZE`] bytes, or shorter if the index is new).
+/// The change counter moves on, so every reader drops its cache. Native byte order, as SQLite
+/// keeps it.
+pub fn wal_index_header(current: &[u8], page_size: PageSize, pages: u32) -> [u8; 136] {
+    let word = |at: usize| {
+        current
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_ne_bytes)
+    };
+    let change = word(8).wrapping_add(1);
+    let big_end = current.get(13).copied().unwrap_or(0);
+    let salts = [word(32), word(36)];
+    let mut hdr = [0u8; 48];
+    hdr[0..4].copy_from_slice(&WAL_INDEX_VERSION.to_ne_bytes());
+    hdr[8..12].copy_from_slice(&change.to_ne_bytes());
+    hdr[12] = 1; // isInit
+    hdr[13] = big_end;
+    let raw_size = if page_size.get() == 65536 {
+        1
+    } else {
+        page_size.get() as u16
+    };
+    hdr[14..16].copy_from_slice(&raw_size.to_ne_bytes());
+    // mxFrame (16..20) and the last frame's checksum (24..32) stay zero: no frames.
+    hdr[20..24].copy_from_slice(&pages.to_ne_bytes());
+    hdr[32..36].copy_from_slice(&salts[0].to_ne_bytes());
+    hdr[36..40].copy_from_slice(&salts[1].to_ne_bytes());
+    let (s1, s2) = native_checksum(&hdr[..40]);
+    hdr[40..44].copy_from_slice(&s1.to_ne_bytes());
+    hdr[44..48].copy_from_slice(&s2.to_ne_bytes());
+    let mut out = [0u8; WAL_INDEX_HEADER_SIZE];
+    out[..48].copy_from_slice(&hdr);
+    out[48..96].copy_from_slice(&hdr);
+    // Checkpoint information: nothing backfilled, reader 0 on the database file alone, the
+    // other read marks unused. The lock bytes (120..128) are kept as they are.
+    let mut marks = [0u8; 24];
+    for (i, m) in marks.chunks_exact_mut(4).enumerate() {
+        let v: u32 = if i == 0 || i > 5 { 0 } else { u32::MAX };
+        m.copy_from_slice(&v.to_ne_bytes());
+    }
+    out[96..120].copy_from_slice(&marks);
+    if let Some(locks) = current.get(120..128) {
+        out[120..128].copy_from_slice(locks);
+    }
+    out
+}
+
+/// SQLite's WAL checksum over native-order words (`walChecksumBytes` with `nativeCksum`).
+fn native_checksum(data: &[u8]) -> (u32, u32) {
+    let (mut s1, mut s2) = (0u32, 0u32);
+    for pair in data.chunks_exact(8) {
+        let a = u32::from_ne_bytes([pair[0], pair[1], pair[2], pair[3]]);
+        let b = u32::from_ne_bytes([pair[4], pair[5], pair[6], pair[7]]);
+        s1 = s1.wrapping_add(a).wrapping_add(s2);
+        s2 = s2.wrapping_add(b).wrapping_add(s1);
+    }
+    (s1, s2)
+}
+
+/// How many times a snapshot is tried without holding the database's lock before it is taken
+/// under it.
+const SNAPSHOT_TRIES: usize = 3;
+
+impl Db {
+    /// On a replica: applies the LTX file at `src` (received from the primary; on the same
+    /// filesystem as the data directory). A file that is not a snapshot must continue the
+    /// database's position exactly. The file is verified whole, made durable in the LTX
+    /// folder, its pages written into the database file, and the result must have the file's
+    /// post-apply checksum. A snapshot that replaces a database with a history keeps that
+    /// history in `ltx/diverged/<txid>/`, never deletes it.
+    pub fn apply_ltx(&self, src: &Path) -> Result<Applied> {
+        let mut inner = self.lock();
+        self.check_available(&inner)?;
+        let (h, t) = read_ltx(self, src)?;
+        let snapshot = h.is_snapshot();
+        if !snapshot {
+            let want = Pos::new(
+                h.min_txid.prev().unwrap_or(TXID::ZERO),
+                h.pre_apply_checksum,
+            );
+            if inner.pos != want {
+                return Err(Error::PosMismatch {
+                    db: self.name().to_owned(),
+                    have: inner.pos,
+                    want,
+                });
+            }
+        }
+        self.sync_ltx(&mut inner)?;
+        let ltx_dir = self.ltx_dir().to_owned();
+        let mut diverged = Vec::new();
+        if snapshot && !inner.pos.txid.is_zero() {
+            let aside = ltx_dir
+                .join("diverged")
+                .join(format!("{}-replaced-by-{}", inner.pos.txid, h.max_txid));
+            for (_, _, path) in ltx_files(&ltx_dir)? {
+                fs::create_dir_all(&aside).map_err(Error::io("create", &aside))?;
+                let to = aside.join(path.file_name().unwrap_or_default());
+                fs::rename(&path, &to).map_err(Error::io("rename", &path))?;
+                diverged.push(to);
+            }
+            if !diverged.is_empty() {
+                fsutil::sync_dir(&aside).map_err(Error::io("sync", &aside))?;
+                tracing::warn!(db = %self.name(), from = %inner.pos, to = %Pos::new(h.max_txid, t.post_apply_checksum), kept = %aside.display(), files = diverged.len(), "a snapshot from the primary replaces this database's history; its LTX files are kept");
+            }
+        }
+        let dst = ltx_dir.join(format_filename(h.min_txid, h.max_txid));
+        File::open(src)
+            .and_then(|f| f.sync_all())
+            .map_err(Error::io("sync", src))?;
+        fs::rename(src, &dst).map_err(Error::io("rename", src))?;
+        fsutil::sync_dir(&ltx_dir).map_err(Error::io("sync", &ltx_dir))?;
+
+        // The pages.
+        let ps = h.page_size;
+        if snapshot || inner.page_size != Some(ps) {
+            inner.sums = PageSums::default();
+        }
+        let db_path = self.dir().join(FileKind::Database.backing_name());
+        let decode = |source| Error::Decode {
+            db: self.name().to_owned(),
+            path: dst.clone(),
+            source,
+        };
+        let f = File::open(&dst).map_err(Error::io("open", &dst))?;
+        let mut dec = Decoder::new(BufReader::with_capacity(1 << 20, f)).map_err(decode)?;
+        let mut buf = vec![0u8; ps.bytes()];
+        let mut pages = Vec::new();
+        let written = (|| {
+            while let Some(pgno) = dec.next_page(&mut buf).map_err(decode)? {
+                inner
+                    .db
+                    .write_all_at(&buf, ps.offset_of(pgno))
+                    .map_err(Error::io("write", &db_path))?;
+                inner.sums.set(pgno, checksum_page(pgno, &buf));
+                pages.push(pgno);
+            }
+            dec.finish().map_err(decode)?;
+            inner
+                .db
+                .set_len(u64::from(h.commit) * u64::from(ps.get()))
+                .map_err(Error::io("truncate", &db_path))?;
+            inner.sums.set_len(h.commit);
+            inner.db.sync_data().map_err(Error::io("sync", &db_path))
+        })();
+        let actual = inner.sums.total();
+        if let Err(e) = written.and_then(|()| {
+            if actual == t.post_apply_checksum {
+                Ok(())
+            } else {
+                Err(Error::ChecksumMismatch {
+                    db: self.name().to_owned(),
+                    txid: h.max_txid,
+                    actual,
+                    expected: t.post_apply_checksum,
+                })
+            }
+        }) {
+            // The database file is between two states: not served until a restart repairs
+            // it from the LTX files.
+            inner.unavailable = Some(format!(
+                "applying {} failed: {}",
+                dst.display(),
+                crate::error::chain(&e)
+            ));
+            return Err(e);
+        }
+        inner.pos = Pos::new(h.max_txid, t.post_apply_checksum);
+        inner.timestamp = h.timestamp;
+        if h.commit == 0 {
+            for kind in [FileKind::Journal, FileKind::Wal] {
+                let path = self.dir().join(kind.backing_name());
+                fsutil::remove_if_exists(&path).map_err(Error::io("remove", path))?;
+            }
+            inner.journal = None;
+            inner.wal = None;
+            inner.wal_file = None;
+            inner.page_size = None;
+            inner.mode = JournalMode::Rollback;
+            inner.present = false;
+        } else {
+            inner.page_size = Some(ps);
+            let mut p1 = [0u8; 100];
+            if inner.db.read_exact_at(&mut p1, 0).is_ok() {
+                inner.mode = if p1[18] == 2 && p1[19] == 2 {
+                    JournalMode::Wal
+                } else {
+                    JournalMode::Rollback
+                };
+            }
+            inner.present = true;
+        }
+        self.publish(inner.pos);
+        Ok(Applied {
+            pos: inner.pos,
+            snapshot,
+            pages,
+            page_size: ps,
+            commit: h.commit,
+            diverged,
+        })
+    }
+
+    /// On a primary: writes a snapshot LTX file of the database (every page, TXIDs 1 to the
+    /// current one) to the file `to` (created or truncated), from one consistent point. It is
+    /// first read without holding the database (writers go on; a page that changed meanwhile is
+    /// caught by its checksum and the attempt starts again), and only after [`SNAPSHOT_TRIES`]
+    /// such attempts under the database's lock.
+    pub fn write_snapshot(&self, to: &Path, compress: bool) -> Result<Header> {
+        for attempt in 0..=SNAPSHOT_TRIES {
+            let hold = attempt == SNAPSHOT_TRIES;
+            let file = File::create(to).map_err(Error::io("create", to))?;
+            let w = std::io::BufWriter::with_capacity(1 << 20, file);
+            match self.snapshot_once(compress, w, hold) {
+                Err(Error::SnapshotMoved { .. }) if !hold => {
+                    tracing::debug!(db = %self.name(), attempt, "the database changed during a snapshot; trying again");
+                }
+                Err(e) => {
+                    let _ = fs::remove_file(to);
+                    return Err(e);
+                }
+                Ok(h) => return Ok(h),
+            }
+        }
+        Err(Error::SnapshotMoved {
+            db: self.name().to_owned(),
+        })
+    }
+
+    fn snapshot_once<W: Write>(&self, compress: bool, w: W, hold: bool) -> Result<Header> {
+        let mut guard = Some(self.lock());
+        let (pos, ps, sums, frames, wal, db, timestamp) = {
+            let Some(inner) = guard.as_mut() else {
+                return Err(Error::NotFound(self.name().to_owned()));
+            };
+            self.check_available(inner)?;
+            self.commit_raw(inner)?;
+            let Some(ps) = inner
+                .page_size
+                .filter(|_| inner.present && !inner.pos.txid.is_zero())
+            else {
+                return Err(Error::NotFound(self.name().to_owned()));
+            };
+            let frames = inner
+                .wal
+                .as_ref()
+                .map(|t| t.frames.clone())
+                .unwrap_or_default();
+            let wal = match (&inner.wal_file, frames.is_empty()) {
+                (Some(f), false) => Some(
+                    f.try_clone()
+                        .map_err(Error::io("open", self.dir().join("wal")))?,
+                ),
+                _ => None,
+            };
+            let db = inner
+                .db
+                .try_clone()
+                .map_err(Error::io("open", self.dir().join("database")))?;
+            (
+                inner.pos,
+                ps,
+                inner.sums.clone(),
+                frames,
+                wal,
+                db,
+                inner.timestamp,
+            )
+        };
+        if !hold {
+            guard = None;
+        }
+        let commit = sums.len();
+        let mut header = Header::new(ps, commit, TXID::ONE, pos.txid);
+        if compress {
+            header.flags = Flags::COMPRESS_LZ4;
+        }
+        header.timestamp = timestamp;
+        header.node_id = self.node_id();
+        let encode = |source| Error::Encode {
+            db: self.name().to_owned(),
+            source,
+        };
+        let mut enc = Encoder::new(w, &header).map_err(encode)?;
+        let mut buf = vec![0u8; ps.bytes()];
+        let mut rolling = RollingChecksum::new();
+        let lock_pgno = ps.lock_pgno();
+        for p in 1..=commit {
+            let Some(pgno) = PageNum::new(p) else {
+                continue;
+            };
+            if pgno == lock_pgno {
+                continue;
+            }
+            let (file, offset, what) = match (frames.get(&p), &wal) {
+                (Some(&off), Some(wal)) => (wal, off + FRAME_HEADER_SIZE, "wal"),
+                _ => (&db, ps.offset_of(pgno), "database"),
+            };
+            let n = fsutil::read_full_at(file, &mut buf, offset)
+                .map_err(Error::io("read", self.dir().join(what)))?;
+            buf[n..].fill(0);
+            let sum = checksum_page(pgno, &buf);
+            if sum != sums.get(pgno) {
+                return Err(Error::SnapshotMoved {
+                    db: self.name().to_owned(),
+                });
+            }
+            rolling.toggle(sum);
+            enc.encode_page(pgno, &buf).map_err(encode)?;
+        }
+        if rolling.get() != pos.post_apply_checksum {
+            return Err(Error::SnapshotMoved {
+                db: self.name().to_owned(),
+            });
+        }
+        drop(guard);
+        let (_, mut w) = enc.finish(pos.post_apply_checksum).map_err(encode)?;
+        w.flush()
+            .map_err(Error::io("write", self.dir().join("snapshot")))?;
+        Ok(header)
+    }
+
+    /// The LTX file holding exactly transaction `txid` (not a range), if this node has it.
+    pub fn ltx_file(&self, txid: TXID) -> Option<PathBuf> {
+        let path = self.ltx_dir().join(format_filename(txid, txid));
+        path.exists().then_some(path)
+    }
+}
