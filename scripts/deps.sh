@@ -71,6 +71,7 @@ command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 python_has_sqlite || missing+=(python3)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 [[ -r $keyring ]] || missing+=(debian-archive-keyring)
 
 need_fuse_dev=0

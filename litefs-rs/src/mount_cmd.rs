@@ -1,16 +1,13 @@
-//! `litefs-rs mount`: open the store, mount it, serve until SIGINT or SIGTERM, then shut down
-//! cleanly (stop the background work, make every LTX file durable, unmount).
+//! `litefs-rs mount`: run the node (store, mount, internal API, replication) until SIGINT or
+//! SIGTERM, then shut down cleanly (stop every task, unmount, make every LTX file durable).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use litefs_config::{Config, LeaseType};
-use litefs_fuse::MountOptions;
+use litefs_node::{NodeOptions, Role};
 use litefs_store::{Store, StoreOptions};
+use tokio_util::sync::CancellationToken;
 
 /// Flags of `mount` beyond the configuration file.
 #[derive(Debug, Clone, Copy)]
@@ -27,76 +24,70 @@ fn resolve(dir: &Path) -> Result<PathBuf> {
     std::path::absolute(dir).with_context(|| format!("resolve {}", dir.display()))
 }
 
-/// Runs the mount until a shutdown signal. Returns the process exit code.
+/// Runs the node until a shutdown signal. Returns the process exit code.
 pub fn run(config: Config, flags: Flags) -> Result<i32> {
     let lease = config.lease_type()?;
-    if lease != LeaseType::Static || !config.lease.candidate {
+    if lease != LeaseType::Static {
         bail!(
-            "this build runs a single primary node only (lease.type: static, lease.candidate: \
-             true); replication and the Consul lease are not available yet"
+            "lease.type: consul is not available yet in this build; use lease.type: static \
+             (the node with lease.candidate: true is the primary, the others follow \
+             lease.advertise-url)"
         );
     }
+    let role = if config.lease.candidate {
+        Role::Primary
+    } else {
+        if config.lease.advertise_url.is_empty() {
+            bail!(
+                "lease.advertise-url must be the primary's URL on a replica (lease.candidate: \
+                 false with the static lease)"
+            );
+        }
+        Role::Replica {
+            url: config.lease.advertise_url.clone(),
+            hostname: if config.lease.hostname.is_empty() {
+                config.lease.advertise_url.clone()
+            } else {
+                config.lease.hostname.clone()
+            },
+        }
+    };
     let signals = block_shutdown_signals()?;
-    let fuse_dir = resolve(&config.fuse.dir)?;
-    let data_dir = resolve(&config.data.dir)?;
-
-    let store = Arc::new(
-        Store::open(StoreOptions {
-            data_dir: data_dir.clone(),
-            compress: config.data.compress,
-            strict_verify: config.strict_verify,
-            adopt: Vec::new(),
+    let opts = NodeOptions {
+        data_dir: resolve(&config.data.dir)?,
+        compress: config.data.compress,
+        strict_verify: config.strict_verify,
+        retention: config.data.retention.as_std(),
+        retention_interval: config.data.retention_monitor_interval.as_std(),
+        fuse_dir: resolve(&config.fuse.dir)?,
+        allow_other: config.fuse.allow_other,
+        fuse_debug: config.fuse.debug || flags.fuse_debug,
+        skip_unmount: flags.skip_unmount,
+        http_addr: config.http.addr.clone(),
+        role,
+        candidate: config.lease.candidate,
+        databases: config.lease.databases.clone(),
+        reconnect_delay: config.lease.reconnect_delay.as_std(),
+    };
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || match wait_for_signal(&signals) {
+            Ok(signal) => {
+                tracing::info!(signal, "shutting down");
+                on_signal.cancel();
+            }
+            Err(e) => tracing::error!("{e:#}"),
         })
-        .with_context(|| format!("open data directory {}", data_dir.display()))?,
-    );
-    tracing::info!(data = %data_dir.display(), node = %store.node_id(), "store opened");
-    // The only node: the primary, ready at once.
-    store.status().set_primary_timestamp(0);
-
-    if !flags.skip_unmount {
-        litefs_fuse::unmount_stale(&fuse_dir)
-            .with_context(|| format!("unmount stale mount at {}", fuse_dir.display()))?;
-    }
-    let mount = litefs_fuse::mount(
-        store.clone(),
-        &MountOptions {
-            dir: fuse_dir.clone(),
-            allow_other: config.fuse.allow_other,
-            debug: config.fuse.debug || flags.fuse_debug,
-            threads: std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .clamp(2, 8),
-        },
-    )
-    .with_context(|| format!("mount {}", fuse_dir.display()))?;
-    tracing::info!(dir = %mount.dir().display(), "mounted; this node is the primary");
-
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let retention = config.data.retention.as_std();
-    let interval = config.data.retention_monitor_interval.as_std();
-    let retention_store = store.clone();
-    let retention_thread = (!interval.is_zero()).then(|| {
-        thread::Builder::new()
-            .name("retention".into())
-            .spawn(move || retention_loop(&retention_store, retention, interval, &stop_rx))
-    });
-    let retention_thread = retention_thread.transpose().context("start retention")?;
-
-    let signal = wait_for_signal(&signals)?;
-    tracing::info!(signal, "shutting down");
-    drop(stop_tx);
-    if let Some(t) = retention_thread {
-        let _ = t.join();
-    }
-    if let Err(e) = mount.unmount() {
-        // Something still has files open in the mount: detach it now; it goes away when they
-        // close. Everything written is already in the store.
-        tracing::warn!(dir = %fuse_dir.display(), "unmount failed ({e}); detaching the mount lazily");
-        litefs_fuse::unmount_stale(&fuse_dir)
-            .with_context(|| format!("unmount {}", fuse_dir.display()))?;
-    }
-    store.sync().context("sync ltx files")?;
-    tracing::info!("stopped");
+        .context("start the signal thread")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("litefs-rs")
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(litefs_node::run(opts, shutdown, None))?;
     Ok(0)
 }
 
@@ -142,20 +133,6 @@ pub fn adopt(config: Config, names: &[String]) -> Result<i32> {
     }
     store.sync().context("sync ltx files")?;
     Ok(code)
-}
-
-fn retention_loop(
-    store: &Store,
-    retention: Duration,
-    interval: Duration,
-    stop: &mpsc::Receiver<()>,
-) {
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
-        let n = store.enforce_retention(retention);
-        if n > 0 {
-            tracing::debug!(removed = n, "retention removed ltx files");
-        }
-    }
 }
 
 /// SIGINT and SIGTERM, blocked in every thread so that only `wait_for_signal` receives them.

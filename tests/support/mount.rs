@@ -44,6 +44,27 @@ pub struct NodeOptions {
     pub retention: Option<&'static str>,
     /// `data.retention-monitor-interval`; `None` leaves LiteFS's default (1m).
     pub retention_monitor_interval: Option<&'static str>,
+    /// The primary, or a replica of the primary on this 127.0.0.1 port (static lease).
+    pub role: Role,
+    /// `lease.databases`: what a replica follows (all when empty).
+    pub databases: &'static [&'static str],
+}
+
+/// A node's role with the static lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `candidate: true`.
+    Primary,
+    /// `candidate: false`, following the primary whose API listens on this port.
+    Replica(u16),
+}
+
+/// A port nothing listens on now (the kernel's pick for a socket bound and closed).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
 }
 
 impl Default for NodeOptions {
@@ -54,6 +75,8 @@ impl Default for NodeOptions {
             debug: false,
             retention: None,
             retention_monitor_interval: None,
+            role: Role::Primary,
+            databases: &[],
         }
     }
 }
@@ -65,6 +88,8 @@ pub struct MountedNode {
     opts: NodeOptions,
     child: Option<Child>,
     starts: u32,
+    /// The internal API's port (kept across restarts).
+    port: u16,
 }
 
 /// Sends `sig` to `pid`.
@@ -148,15 +173,39 @@ impl MountedNode {
         if let Some(i) = self.opts.retention_monitor_interval {
             writeln!(retention, "  retention-monitor-interval: {i}").unwrap();
         }
+        let (candidate, primary_port) = match self.opts.role {
+            Role::Primary => (true, self.port),
+            Role::Replica(port) => (false, port),
+        };
+        let mut databases = String::new();
+        if !self.opts.databases.is_empty() {
+            databases.push_str("  databases:\n");
+            for db in self.opts.databases {
+                writeln!(databases, "    - \"{db}\"").unwrap();
+            }
+        }
         let yaml = format!(
             "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n  compress: {compress}\n{retention}\
-             strict-verify: {strict}\nlease:\n  type: static\n  candidate: true\n",
+             strict-verify: {strict}\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n  type: static\n  \
+             candidate: {candidate}\n  hostname: primary-{primary_port}\n  \
+             advertise-url: http://127.0.0.1:{primary_port}\n  reconnect-delay: 100ms\n{databases}",
             mnt = self.mnt().display(),
             data = self.data().display(),
             compress = self.opts.compress,
             strict = self.opts.strict_verify,
+            port = self.port,
         );
         fs::write(self.config_path(), yaml).unwrap();
+    }
+
+    /// The internal API's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The internal API's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The temporary directory holding the config, the log, the mount point and the data.
@@ -733,6 +782,7 @@ impl MountedNode {
             opts,
             child: None,
             starts: 0,
+            port: free_port(),
         };
         fs::create_dir_all(node.mnt()).unwrap();
         node.write_config();

@@ -153,6 +153,12 @@ fn names_a_database(path: &str) -> bool {
     parse_name(split_path(path).1).1 == Node::Data(FileKind::Database)
 }
 
+/// True if the thread id `tid` (what FUSE reports as a request's pid) is one of this
+/// process's threads.
+fn is_own_thread(tid: u32) -> bool {
+    Path::new("/proc/self/task").join(tid.to_string()).exists()
+}
+
 fn os_errno(e: &io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -1277,7 +1283,7 @@ impl Filesystem for LiteFs {
             let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
             // This process opens databases on a replica to lock out local readers while it
             // applies a replicated transaction.
-            let ours = req.pid() == std::process::id();
+            let ours = is_own_thread(req.pid());
             if writing
                 && !ours
                 && self.store.is_readonly()

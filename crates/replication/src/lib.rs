@@ -6,10 +6,12 @@
 //! replica reads that stream with the sans-IO [`StreamDecoder`], which turns bytes as the network
 //! delivers them into [`Event`]s.
 //!
-//! Layout: [`codec`] (the wire format, no I/O of its own). The streamer (primary side) and the
-//! follower (replica side) build on it.
+//! Layout: [`codec`] (the wire format, no I/O of its own), [`primary`] (the streamer: one task
+//! per connected replica) and [`replica`] (the follower: one connection to the primary).
 
 pub mod codec;
+pub mod primary;
+pub mod replica;
 
 pub use codec::{
     encode_chunks, ChunkWriter, CodecError, Event, Frame, FrameType, PosMap, StreamDecoder,

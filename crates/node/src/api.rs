@@ -1,0 +1,338 @@
+//! The internal HTTP API (LiteFS's port 20202): `/stream` for replicas, `/info`, `/metrics`.
+//! HTTP/1.1 and HTTP/2 without TLS (prior knowledge) on the same port, as LiteFS serves it.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use litefs_ltx::NodeId;
+use litefs_replication::primary::{self, StreamOptions};
+use litefs_replication::replica::ID_HEADER;
+use litefs_replication::PosMap;
+use litefs_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The largest position map a replica may send (about 1 KiB per database).
+const MAX_POS_MAP_BODY: usize = 64 << 20;
+
+/// What the API serves from.
+#[derive(Debug)]
+pub struct Api {
+    pub(crate) store: Arc<Store>,
+    /// True while this node is the primary.
+    pub(crate) primary: watch::Receiver<bool>,
+    /// Moves whenever a database's published position does.
+    pub(crate) changes: watch::Receiver<u64>,
+    pub(crate) compress: bool,
+    pub(crate) candidate: bool,
+    pub(crate) mount_dir: String,
+    /// Replicas streaming now, by node id.
+    pub(crate) streams: Mutex<HashSet<NodeId>>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+type ApiBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<ApiBody> {
+    let mut body = msg.into();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A response body fed by a stream task; leaves the set of connected replicas when dropped.
+struct StreamBody {
+    rx: mpsc::Receiver<Bytes>,
+    api: Arc<Api>,
+    peer: NodeId,
+}
+
+impl Body for StreamBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        self.api
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.peer);
+    }
+}
+
+impl Api {
+    /// Serves connections from `listener` until `cancel` fires.
+    pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (tcp, remote) = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("accept on the API port failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let api = self.clone();
+            let cancel = self.cancel.clone();
+            self.tracker.spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let api = api.clone();
+                    async move { Ok::<_, Infallible>(api.handle(req).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    res = conn => {
+                        if let Err(e) = res {
+                            tracing::debug!(%remote, "API connection ended: {e}");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ApiBody> {
+        let mut resp = match (req.method(), req.uri().path()) {
+            (&Method::POST, "/stream") => self.clone().stream(req).await,
+            (&Method::GET, "/info") => self.info(),
+            (&Method::GET, "/metrics") => self.metrics(),
+            (_, "/stream" | "/info" | "/metrics") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
+            (_, path) => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        };
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&self.store.node_id().to_string()) {
+            resp.headers_mut().insert(ID_HEADER, v);
+        }
+        resp
+    }
+
+    async fn stream(self: Arc<Self>, req: Request<Incoming>) -> Response<ApiBody> {
+        if req.version() != Version::HTTP_2 {
+            return text(
+                StatusCode::UPGRADE_REQUIRED,
+                "/stream needs HTTP/2 (prior knowledge, without TLS)",
+            );
+        }
+        // The body first: an HTTP/2 answer before the request is read resets its stream, and
+        // the client would not see why.
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_POS_MAP_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("read the position map: {e}"),
+                )
+            }
+        };
+        let req = Request::from_parts(parts, ());
+        if !*self.primary.borrow() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this node is not the primary",
+            );
+        }
+        let peer = match req
+            .headers()
+            .get(ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::parse::<NodeId>)
+        {
+            Some(Ok(id)) => id,
+            Some(Err(e)) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad {ID_HEADER} header: {e}"),
+                )
+            }
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("missing {ID_HEADER} header"),
+                )
+            }
+        };
+        if peer == self.store.node_id() {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "refusing to stream to this node itself",
+            );
+        }
+        let filter: Vec<String> = req
+            .uri()
+            .query()
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter_map(|kv| kv.strip_prefix("filter="))
+            .flat_map(|v| v.split(','))
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let positions = match PosMap::decode(&body) {
+            Ok(p) => p,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad position map: {e}")),
+        };
+        {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            if !streams.insert(peer) {
+                return text(
+                    StatusCode::CONFLICT,
+                    format!("node {peer} is already streaming from this node"),
+                );
+            }
+        }
+        tracing::info!(%peer, databases = positions.len(), "replica connected");
+        let rx = primary::spawn(
+            self.store.clone(),
+            positions,
+            StreamOptions {
+                compress: self.compress,
+                filter,
+                peer: peer.to_string(),
+            },
+            self.changes.clone(),
+            self.cancel.child_token(),
+            &self.tracker,
+        );
+        Response::new(
+            StreamBody {
+                rx,
+                api: self.clone(),
+                peer,
+            }
+            .boxed(),
+        )
+    }
+
+    fn info(&self) -> Response<ApiBody> {
+        let primary = self.store.status().primary();
+        let info = serde_json::json!({
+            "clusterID": "",
+            "isPrimary": *self.primary.borrow(),
+            "candidate": self.candidate,
+            "path": self.mount_dir,
+            "primary": primary.map(|h| serde_json::json!({ "hostname": h })),
+        });
+        let mut resp = Response::new(Full::new(Bytes::from(info.to_string())).boxed());
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+
+    fn metrics(&self) -> Response<ApiBody> {
+        let mut out = String::new();
+        let dbs = self.store.dbs();
+        let gauge = |out: &mut String, name: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        };
+        gauge(&mut out, "litefs_db_count", "Number of databases.");
+        let _ = writeln!(
+            out,
+            "litefs_db_count {}",
+            dbs.iter().filter(|d| d.is_present()).count()
+        );
+        gauge(
+            &mut out,
+            "litefs_is_primary",
+            "1 if this node is the primary.",
+        );
+        let _ = writeln!(
+            out,
+            "litefs_is_primary {}",
+            u8::from(*self.primary.borrow())
+        );
+        gauge(
+            &mut out,
+            "litefs_subscriber_count",
+            "Replicas streaming from this node.",
+        );
+        let _ = writeln!(
+            out,
+            "litefs_subscriber_count {}",
+            self.streams.lock().unwrap_or_else(|e| e.into_inner()).len()
+        );
+        gauge(
+            &mut out,
+            "litefs_lag_seconds",
+            "Replication lag in seconds (-1 before the node is ready).",
+        );
+        let lag = self
+            .store
+            .status()
+            .lag_ms()
+            .map_or(-1.0, |ms| ms as f64 / 1000.0);
+        let _ = writeln!(out, "litefs_lag_seconds {lag}");
+        gauge(&mut out, "litefs_db_txid", "The database's transaction id.");
+        for db in &dbs {
+            let _ = writeln!(
+                out,
+                "litefs_db_txid{{db=\"{}\"}} {}",
+                escape_label(db.name()),
+                db.pos().txid.get()
+            );
+        }
+        gauge(
+            &mut out,
+            "litefs_db_published_txid",
+            "The transaction id whose LTX file was written last (what replicas can receive).",
+        );
+        for db in &dbs {
+            let _ = writeln!(
+                out,
+                "litefs_db_published_txid{{db=\"{}\"}} {}",
+                escape_label(db.name()),
+                db.published().txid.get()
+            );
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(out)).boxed());
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        resp
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

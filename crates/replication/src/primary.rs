@@ -1,0 +1,345 @@
+//! The primary's side of `/stream`: for one connected replica, send every transaction it
+//! lacks, as LiteFS 0.5's `handlePostStream` does (spec §1.5, §4.3). The stream is produced by
+//! a task into a bounded channel of body pieces, so a slow replica only ever holds up its own
+//! task, never a writer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use litefs_ltx::{Header, Pos, TXID};
+use litefs_store::{Db, Store};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{Frame, PosMap, MAX_CHUNK_LEN};
+
+/// How many body pieces (each at most one frame or one 64 KiB chunk) may wait for a replica:
+/// at most about 4 MiB per replica.
+pub const STREAM_BUFFER: usize = 64;
+
+/// How often an idle stream sends a heartbeat (LiteFS's `HeartbeatInterval`).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a stream needs to know.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    /// LZ4-compress snapshots (`data.compress`).
+    pub compress: bool,
+    /// Only these databases (the replica's `filter`); all when empty.
+    pub filter: Vec<String>,
+    /// Names the replica in logs.
+    pub peer: String,
+}
+
+/// Why a stream stopped.
+#[derive(thiserror::Error, Debug)]
+pub enum StreamError {
+    /// The replica went away (its body was dropped).
+    #[error("the replica disconnected")]
+    Disconnected,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] litefs_store::Error),
+    /// Reading an LTX file failed.
+    #[error("read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An LTX file on disk does not verify.
+    #[error("{path} does not verify")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        #[source]
+        source: litefs_ltx::DecodeError,
+    },
+    /// A blocking task failed.
+    #[error("a blocking task failed: {0}")]
+    Join(String),
+}
+
+/// One replica's stream.
+struct Streamer {
+    store: Arc<Store>,
+    opts: StreamOptions,
+    tx: mpsc::Sender<Bytes>,
+    /// What the replica has, as far as this stream knows.
+    client: BTreeMap<String, Pos>,
+}
+
+/// Streams to one replica until `cancel` fires or the replica goes away: the receiving end
+/// yields the response body, piece by piece. `changes` moves whenever a database's published
+/// position does.
+pub fn spawn(
+    store: Arc<Store>,
+    client: PosMap,
+    opts: StreamOptions,
+    changes: watch::Receiver<u64>,
+    cancel: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let mut streamer = Streamer {
+        store,
+        opts,
+        tx,
+        client: client.into_map(),
+    };
+    tracker.spawn(async move {
+        match streamer.run(changes, cancel).await {
+            Ok(()) | Err(StreamError::Disconnected) => {
+                tracing::info!(peer = %streamer.opts.peer, "stream ended");
+            }
+            Err(e) => {
+                tracing::warn!(peer = %streamer.opts.peer, "stream failed: {}", litefs_store::error_chain(&e));
+            }
+        }
+    });
+    rx
+}
+
+impl Streamer {
+    async fn send(&self, piece: Vec<u8>) -> Result<(), StreamError> {
+        self.tx
+            .send(Bytes::from(piece))
+            .await
+            .map_err(|_| StreamError::Disconnected)
+    }
+
+    async fn send_frame(&self, frame: &Frame) -> Result<(), StreamError> {
+        self.send(frame.to_bytes()).await
+    }
+
+    fn wanted(&self, name: &str) -> bool {
+        self.opts.filter.is_empty() || self.opts.filter.iter().any(|f| f == name)
+    }
+
+    /// Every database this stream may have to send.
+    fn all_names(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = self.client.keys().cloned().collect();
+        names.extend(self.store.dbs().iter().map(|db| db.name().to_owned()));
+        names.retain(|n| self.wanted(n));
+        names
+    }
+
+    async fn run(
+        &mut self,
+        mut changes: watch::Receiver<u64>,
+        cancel: CancellationToken,
+    ) -> Result<(), StreamError> {
+        let mut ready = false;
+        let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        changes.mark_changed();
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    // Best effort: the replica learns the stream ended on purpose.
+                    let _ = self.tx.try_send(Bytes::from(Frame::End.to_bytes()));
+                    return Ok(());
+                }
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    for name in self.all_names() {
+                        self.stream_db(&name).await?;
+                    }
+                    if !ready {
+                        self.send_frame(&Frame::Ready).await?;
+                        ready = true;
+                        self.heartbeat().await?;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if ready {
+                        self.heartbeat().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<(), StreamError> {
+        self.send_frame(&Frame::Heartbeat {
+            timestamp_ms: litefs_store::status::now_ms(),
+        })
+        .await
+    }
+
+    /// Sends database `name` until the replica has what the primary has published.
+    async fn stream_db(&mut self, name: &str) -> Result<(), StreamError> {
+        let Some(db) = self.store.db(name) else {
+            return Ok(());
+        };
+        loop {
+            let pos = db.published();
+            let mut have = self.client.get(name).copied().unwrap_or(Pos::ZERO);
+            if pos.txid.is_zero() {
+                return Ok(());
+            }
+            if have.txid > pos.txid
+                || (have.txid == pos.txid && have.post_apply_checksum != pos.post_apply_checksum)
+            {
+                tracing::warn!(peer = %self.opts.peer, db = %name, replica = %have, primary = %pos, "the replica's history differs from the primary's: sending a snapshot");
+                have = Pos::ZERO;
+            }
+            if have.txid >= pos.txid {
+                return Ok(());
+            }
+            let next = have.txid.next().unwrap_or(TXID::ONE);
+            let file = if next == TXID::ONE {
+                None
+            } else {
+                next_file(&db, next)
+            };
+            let sent = match file {
+                Some((path, header)) if header.pre_apply_checksum == have.post_apply_checksum => {
+                    self.send_file(name, path, false).await?
+                }
+                _ => self.send_snapshot(&db).await?,
+            };
+            self.client.insert(name.to_owned(), sent);
+        }
+    }
+
+    /// Sends a snapshot of `db`, written first to a temporary file beside its LTX files.
+    async fn send_snapshot(&self, db: &Arc<Db>) -> Result<Pos, StreamError> {
+        let tmp = db.ltx_dir().join(format!(
+            "snapshot-{}-{}.tmp",
+            std::process::id(),
+            sanitize(&self.opts.peer)
+        ));
+        let compress = self.opts.compress;
+        let blocking_db = db.clone();
+        let blocking_tmp = tmp.clone();
+        tokio::task::spawn_blocking(move || blocking_db.write_snapshot(&blocking_tmp, compress))
+            .await
+            .map_err(|e| StreamError::Join(e.to_string()))??;
+        tracing::info!(peer = %self.opts.peer, db = %db.name(), "sending a snapshot");
+        let sent = self.send_file(db.name(), tmp.clone(), true).await;
+        let _ = std::fs::remove_file(&tmp);
+        sent
+    }
+
+    /// Sends one LTX file (verified first) as an LTX frame, its chunked body and an HWM frame.
+    /// Returns the position the replica reaches with it.
+    async fn send_file(
+        &self,
+        name: &str,
+        path: PathBuf,
+        snapshot: bool,
+    ) -> Result<Pos, StreamError> {
+        let verify_path = path.clone();
+        let (header, trailer, _) = tokio::task::spawn_blocking(move || {
+            let f = File::open(&verify_path).map_err(|source| StreamError::Read {
+                path: verify_path.clone(),
+                source,
+            })?;
+            litefs_ltx::verify(BufReader::with_capacity(1 << 20, f)).map_err(|source| {
+                StreamError::Invalid {
+                    path: verify_path.clone(),
+                    source,
+                }
+            })
+        })
+        .await
+        .map_err(|e| StreamError::Join(e.to_string()))??;
+        tracing::debug!(peer = %self.opts.peer, db = %name, min = %header.min_txid, max = %header.max_txid, snapshot, "sending ltx file");
+        self.send_frame(&Frame::Ltx {
+            name: name.to_owned(),
+        })
+        .await?;
+        let tx = self.tx.clone();
+        let read_path = path.clone();
+        tokio::task::spawn_blocking(move || send_chunks(&read_path, &tx))
+            .await
+            .map_err(|e| StreamError::Join(e.to_string()))??;
+        self.send_frame(&Frame::Hwm {
+            txid: TXID::ZERO,
+            name: name.to_owned(),
+        })
+        .await?;
+        Ok(Pos::new(header.max_txid, trailer.post_apply_checksum))
+    }
+}
+
+/// Sends the file at `path` in chunked encoding, chunk by chunk (blocking on a full channel).
+fn send_chunks(path: &Path, tx: &mpsc::Sender<Bytes>) -> Result<(), StreamError> {
+    let read_err = |source| StreamError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = File::open(path).map_err(read_err)?;
+    let mut buf = vec![0u8; MAX_CHUNK_LEN];
+    loop {
+        let n = read_full(&mut f, &mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        let mut piece = Vec::with_capacity(n + 2);
+        piece.extend_from_slice(&(n as u16).to_be_bytes());
+        piece.extend_from_slice(&buf[..n]);
+        tx.blocking_send(Bytes::from(piece))
+            .map_err(|_| StreamError::Disconnected)?;
+    }
+    tx.blocking_send(Bytes::from_static(&[0, 0]))
+        .map_err(|_| StreamError::Disconnected)
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The LTX file of `db` whose range starts at `txid`, with its header, if there is one.
+fn next_file(db: &Db, txid: TXID) -> Option<(PathBuf, Header)> {
+    let dir = db.ltx_dir();
+    let entries = std::fs::read_dir(dir).ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Ok((min, _)) = litefs_ltx::parse_filename(name) else {
+            continue;
+        };
+        if min != txid {
+            continue;
+        }
+        let path = entry.path();
+        let mut hdr = [0u8; litefs_ltx::header::HEADER_SIZE];
+        let read = File::open(&path).and_then(|mut f| f.read_exact(&mut hdr));
+        if read.is_err() {
+            continue;
+        }
+        if let Ok(h) = Header::from_bytes(&hdr) {
+            return Some((path, h));
+        }
+    }
+    None
+}
+
+/// `peer` with only characters safe in a file name.
+fn sanitize(peer: &str) -> String {
+    peer.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}

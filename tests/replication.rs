@@ -1,0 +1,516 @@
+//! Replication end to end: real `litefs-rs mount` processes on 127.0.0.1 with the static lease
+//! (one primary, replicas following it over LiteFS's `/stream` protocol), real SQLite clients
+//! writing on the primary and reading on the replicas, in every journal mode (LiteFS's
+//! TestMultiNode scenarios that fit a static lease).
+//!
+//! Every test runs as root (FUSE). Waits poll with a deadline; nothing sleeps a fixed time
+//! before asserting.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use litefs_ltx::Pos;
+use support::mount::{Client, MountedNode, NodeOptions, Role};
+
+/// How long a replica may take to catch up.
+const CATCH_UP: Duration = Duration::from_secs(20);
+
+const MODES: [&str; 4] = ["delete", "truncate", "persist", "wal"];
+
+fn primary() -> MountedNode {
+    MountedNode::start()
+}
+
+fn replica_of(primary: &MountedNode) -> MountedNode {
+    MountedNode::start_with(NodeOptions {
+        role: Role::Replica(primary.port()),
+        ..NodeOptions::default()
+    })
+}
+
+/// `<db>-pos` of a node, or zero while the database does not exist there.
+fn pos_or_zero(node: &MountedNode, db: &str) -> Pos {
+    match fs::read_to_string(node.mnt().join(format!("{db}-pos"))) {
+        Ok(text) => text.trim().parse().unwrap(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Pos::ZERO,
+        Err(e) => panic!("read {db}-pos: {e}"),
+    }
+}
+
+/// Waits until every replica has the primary's position of `db`; returns it.
+fn wait_caught_up(primary: &MountedNode, replicas: &[&MountedNode], db: &str) -> Pos {
+    let want = pos_or_zero(primary, db);
+    let until = Instant::now() + CATCH_UP;
+    for r in replicas {
+        loop {
+            let have = pos_or_zero(r, db);
+            if have == want {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "{db}: replica at {have}, primary at {want} after {CATCH_UP:?}\n\
+                 --- replica log ---\n{}\n--- primary log ---\n{}",
+                r.log(),
+                primary.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    want
+}
+
+fn sql(node: &MountedNode, db: &str, mode: Option<&str>, sql: &str) -> String {
+    Client::Cli
+        .run(&node.db_path(db), mode, sql)
+        .unwrap_or_else(|e| panic!("sqlite3 {db}: {sql}\n{e}\n--- log ---\n{}", node.log()))
+}
+
+fn count(node: &MountedNode, db: &str) -> String {
+    sql(
+        node,
+        db,
+        None,
+        "SELECT count(*), coalesce(sum(length(v)), 0) FROM t;",
+    )
+}
+
+/// Rows written on the primary appear on two replicas, transaction by transaction, in every
+/// journal mode; the replicas' databases and LTX files match their positions, `.primary`
+/// names the primary on replicas only, and `.lag` is small once caught up.
+#[test]
+fn replicas_follow_the_primary_in_every_journal_mode() {
+    let p = primary();
+    let r1 = replica_of(&p);
+    let r2 = replica_of(&p);
+    for mode in MODES {
+        let db = format!("{mode}.db");
+        sql(
+            &p,
+            &db,
+            Some(mode),
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        );
+        for i in 0..5 {
+            sql(
+                &p,
+                &db,
+                Some(mode),
+                &format!("INSERT INTO t (v) VALUES (randomblob({}));", 100 + i * 1000),
+            );
+        }
+        let pos = wait_caught_up(&p, &[&r1, &r2], &db);
+        assert_eq!(pos.txid.get(), 6 + u64::from(mode == "wal"), "{mode}");
+        for r in [&r1, &r2] {
+            assert_eq!(count(r, &db), count(&p, &db), "{mode}");
+            r.check_consistent(&db);
+        }
+    }
+    assert_eq!(
+        fs::read_to_string(r1.mnt().join(".primary")).unwrap(),
+        format!("primary-{}\n", p.port())
+    );
+    assert!(!p.mnt().join(".primary").exists());
+    let lag: i64 = fs::read_to_string(r1.mnt().join(".lag"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((0..5_000).contains(&lag), ".lag {lag}");
+}
+
+/// A replica that joins late gets a snapshot (every page, TXIDs 1 to the primary's), then
+/// the transactions that follow one by one.
+#[test]
+fn a_late_replica_gets_a_snapshot_then_transactions() {
+    let p = primary();
+    sql(
+        &p,
+        "db",
+        Some("wal"),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+    );
+    for _ in 0..20 {
+        sql(
+            &p,
+            "db",
+            Some("wal"),
+            "INSERT INTO t (v) VALUES (randomblob(3000));",
+        );
+    }
+    let r = replica_of(&p);
+    let pos = wait_caught_up(&p, &[&r], "db");
+    let files = r.ltx_files("db");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        files[0].file_name().unwrap().to_str().unwrap(),
+        format!("{}-{}.ltx", litefs_ltx::TXID::ONE, pos.txid)
+    );
+    sql(&p, "db", Some("wal"), "INSERT INTO t (v) VALUES ('after');");
+    wait_caught_up(&p, &[&r], "db");
+    assert_eq!(r.ltx_files("db").len(), 2);
+    assert_eq!(count(&r, "db"), count(&p, "db"));
+    r.check_consistent("db");
+}
+
+/// Writes on a replica fail with SQLITE_READONLY ("attempt to write a readonly database") in
+/// every journal mode, WAL included, and change nothing; so does creating a database.
+#[test]
+fn writes_on_a_replica_are_read_only_errors() {
+    let p = primary();
+    let r = replica_of(&p);
+    for mode in MODES {
+        let db = format!("{mode}.db");
+        sql(
+            &p,
+            &db,
+            Some(mode),
+            "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
+        );
+        let pos = wait_caught_up(&p, &[&r], &db);
+        for client in Client::ALL {
+            let err = client
+                .run(&r.db_path(&db), None, "INSERT INTO t VALUES (2);")
+                .expect_err("a write on a replica succeeded");
+            assert!(
+                err.contains("readonly database") || err.contains("READONLY"),
+                "{mode} {client:?}: {err}"
+            );
+        }
+        assert_eq!(pos_or_zero(&r, &db), pos);
+        assert_eq!(count(&r, &db), count(&p, &db));
+    }
+    let created = Client::Cli.run(&r.db_path("new.db"), None, "CREATE TABLE t (x);");
+    assert!(created.is_err(), "{created:?}");
+    assert_eq!(pos_or_zero(&r, "new.db"), Pos::ZERO);
+}
+
+/// Dropping a database on the primary drops it on the replica; creating it again replicates
+/// again (page size 512 the second time).
+#[test]
+fn drop_and_recreate_propagate() {
+    let p = primary();
+    let r = replica_of(&p);
+    sql(
+        &p,
+        "db",
+        Some("delete"),
+        "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
+    );
+    wait_caught_up(&p, &[&r], "db");
+    assert!(r.db_path("db").exists());
+    let rm = Command::new("sh")
+        .arg("-c")
+        .arg(format!("rm -f '{}'*", p.db_path("db").display()))
+        .status()
+        .unwrap();
+    assert!(rm.success());
+    let until = Instant::now() + CATCH_UP;
+    while r.db_path("db").exists() {
+        assert!(
+            Instant::now() < until,
+            "db still on the replica\n{}",
+            r.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sql(
+        &p,
+        "db",
+        Some("delete"),
+        "PRAGMA page_size = 512; CREATE TABLE t (v BLOB); INSERT INTO t VALUES (randomblob(2000));",
+    );
+    wait_caught_up(&p, &[&r], "db");
+    assert_eq!(count(&r, "db"), count(&p, "db"));
+    assert_eq!(sql(&r, "db", None, "PRAGMA page_size;").trim(), "512");
+    r.check_consistent("db");
+}
+
+/// `lease.databases` limits what a replica follows; databases in subdirectories replicate
+/// under their relative path.
+#[test]
+fn several_databases_and_the_databases_filter() {
+    let p = primary();
+    let all = replica_of(&p);
+    let some = MountedNode::start_with(NodeOptions {
+        role: Role::Replica(p.port()),
+        databases: &["a.db", "tenants/acme.db"],
+        ..NodeOptions::default()
+    });
+    fs::create_dir(p.mnt().join("tenants")).unwrap();
+    for db in ["a.db", "b.db", "tenants/acme.db"] {
+        sql(
+            &p,
+            db,
+            Some("wal"),
+            "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
+        );
+    }
+    for db in ["a.db", "b.db", "tenants/acme.db"] {
+        wait_caught_up(&p, &[&all], db);
+        assert_eq!(count(&all, db), count(&p, db));
+    }
+    for db in ["a.db", "tenants/acme.db"] {
+        wait_caught_up(&p, &[&some], db);
+        assert_eq!(count(&some, db), count(&p, db));
+        some.check_consistent(db);
+    }
+    assert_eq!(pos_or_zero(&some, "b.db"), Pos::ZERO);
+    assert!(!some.db_path("b.db").exists());
+}
+
+/// The primary restarts mid-stream: the replica reconnects by itself and catches up; the
+/// replica restarts: it resumes from its own position with the transactions it missed.
+#[test]
+fn primary_and_replica_restarts() {
+    let mut p = primary();
+    let mut r = replica_of(&p);
+    sql(
+        &p,
+        "db",
+        Some("wal"),
+        "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
+    );
+    wait_caught_up(&p, &[&r], "db");
+    p.restart();
+    sql(&p, "db", Some("wal"), "INSERT INTO t VALUES (2);");
+    wait_caught_up(&p, &[&r], "db");
+    r.stop();
+    sql(&p, "db", Some("wal"), "INSERT INTO t VALUES (3);");
+    sql(&p, "db", Some("wal"), "INSERT INTO t VALUES (4);");
+    r.start_again();
+    let pos = wait_caught_up(&p, &[&r], "db");
+    assert_eq!(count(&r, "db"), count(&p, "db"));
+    // Incremental: no second snapshot.
+    let files = r.ltx_files("db");
+    assert_eq!(
+        files.last().unwrap().file_name().unwrap().to_str().unwrap(),
+        format!("{0}-{0}.ltx", pos.txid)
+    );
+    r.check_consistent("db");
+}
+
+/// A replica whose history differs from the primary's (it was written to as a primary of its
+/// own) is re-synced by snapshot, and its own LTX files are kept under `ltx/diverged/`.
+#[test]
+fn divergence_is_repaired_by_snapshot_and_keeps_the_diverged_files() {
+    let p = primary();
+    sql(
+        &p,
+        "db",
+        Some("delete"),
+        "CREATE TABLE t (v BLOB); INSERT INTO t VALUES ('primary');",
+    );
+    // Another primary with its own history of the same database.
+    let mut other = primary();
+    sql(&other, "db", Some("delete"), "CREATE TABLE t (v BLOB);");
+    for _ in 0..3 {
+        sql(
+            &other,
+            "db",
+            Some("delete"),
+            "INSERT INTO t VALUES ('diverged');",
+        );
+    }
+    let own: Vec<String> = other
+        .ltx_files("db")
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    other.stop();
+    let r = MountedNode::start_prepared(
+        NodeOptions {
+            role: Role::Replica(p.port()),
+            ..NodeOptions::default()
+        },
+        |data| copy_dir(&other.data(), data),
+    );
+    wait_caught_up(&p, &[&r], "db");
+    assert_eq!(sql(&r, "db", None, "SELECT v FROM t;").trim(), "primary");
+    r.check_consistent("db");
+    let diverged = r.db_data_dir("db").join("ltx/diverged");
+    let mut kept: Vec<String> = Vec::new();
+    for dir in fs::read_dir(&diverged).unwrap() {
+        for f in fs::read_dir(dir.unwrap().path()).unwrap() {
+            kept.push(f.unwrap().file_name().into_string().unwrap());
+        }
+    }
+    kept.sort();
+    assert_eq!(kept, own);
+    assert!(r.log().contains("its LTX files are kept"), "{}", r.log());
+}
+
+/// Copies a directory tree (the data directory of a stopped node).
+fn copy_dir(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Requests to `/stream` that are not from a replica get a 4xx with a message, and the node
+/// keeps serving: HTTP/1.1, a missing or malformed node id, the node's own id, a garbage
+/// position map.
+#[test]
+fn bad_stream_requests_are_refused_with_a_message() {
+    let p = primary();
+    let url = format!("{}/stream", p.url());
+    let curl = |args: &[&str], body: &[u8]| -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let body_path = dir.path().join("body");
+        fs::write(&body_path, body).unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+            .args(args)
+            .arg("--data-binary")
+            .arg(format!("@{}", body_path.display()))
+            .arg(&url)
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_owned(), body.to_owned())
+    };
+    let (code, body) = curl(&["-H", "Litefs-Id: 0000000000000001"], b"\0\0\0\0");
+    assert_eq!(code, "426", "{body}");
+    let h2 = "--http2-prior-knowledge";
+    let (code, body) = curl(&[h2], b"\0\0\0\0");
+    assert_eq!(
+        (code.as_str(), body.contains("Litefs-Id")),
+        ("400", true),
+        "{body}"
+    );
+    let (code, body) = curl(&[h2, "-H", "Litefs-Id: zz"], b"\0\0\0\0");
+    assert_eq!(code, "400", "{body}");
+    let (code, body) = curl(
+        &[h2, "-H", "Litefs-Id: 0000000000000001"],
+        b"\0\0\0\x05garbage",
+    );
+    assert_eq!(
+        (code.as_str(), body.contains("position map")),
+        ("400", true),
+        "{body}"
+    );
+    // Still serving.
+    sql(&p, "db", None, "CREATE TABLE t (v BLOB);");
+    let r = replica_of(&p);
+    wait_caught_up(&p, &[&r], "db");
+}
+
+/// A replica that was down while the primary's retention removed the LTX files it needed
+/// rejoins by snapshot.
+#[test]
+fn a_replica_behind_pruned_files_rejoins_by_snapshot() {
+    let p = MountedNode::start_with(NodeOptions {
+        retention: Some("200ms"),
+        retention_monitor_interval: Some("100ms"),
+        ..NodeOptions::default()
+    });
+    let mut r = replica_of(&p);
+    sql(
+        &p,
+        "db",
+        Some("delete"),
+        "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
+    );
+    wait_caught_up(&p, &[&r], "db");
+    r.stop();
+    for i in 0..5 {
+        sql(
+            &p,
+            "db",
+            Some("delete"),
+            &format!("INSERT INTO t VALUES ({i});"),
+        );
+    }
+    let until = Instant::now() + CATCH_UP;
+    while p.ltx_files("db").len() > 1 {
+        assert!(
+            Instant::now() < until,
+            "retention removed nothing\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r.start_again();
+    wait_caught_up(&p, &[&r], "db");
+    assert_eq!(count(&r, "db"), count(&p, "db"));
+    r.check_consistent("db");
+}
+
+/// A second stream from a node that is already streaming is refused (409), as is a stream
+/// from the primary's own id (400).
+#[test]
+fn duplicate_and_self_streams_are_refused() {
+    let p = primary();
+    let url = format!("{}/stream", p.url());
+    let own = fs::read_to_string(p.log_path()).unwrap();
+    let own_id = own
+        .split("node=")
+        .nth(1)
+        .and_then(|s| s.get(..16))
+        .expect("node id in the log")
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let empty_map = dir.path().join("positions");
+    fs::write(&empty_map, [0u8; 4]).unwrap();
+    let data = format!("@{}", empty_map.display());
+    let post = |id: &str, max_time: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-m", max_time, "-X", "POST", "-H"])
+            .arg(format!("Litefs-Id: {id}"))
+            .args(["--data-binary", &data])
+            .arg(&url)
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(post(&own_id, "5"), "400");
+    // A long-lived stream from node 2 (curl keeps reading it), then a second one.
+    let mut first = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-X",
+            "POST",
+        ])
+        .args(["-H", "Litefs-Id: 0000000000000002", "--data-binary", &data])
+        .arg(&url)
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + CATCH_UP;
+    loop {
+        let metrics = Command::new("curl")
+            .args(["-s", &format!("{}/metrics", p.url())])
+            .output()
+            .expect("run curl");
+        if String::from_utf8_lossy(&metrics.stdout).contains("litefs_subscriber_count 1") {
+            break;
+        }
+        assert!(Instant::now() < until, "the first stream never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = post("0000000000000002", "5");
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(second, "409");
+}
