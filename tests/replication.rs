@@ -514,3 +514,71 @@ fn duplicate_and_self_streams_are_refused() {
     let _ = first.wait();
     assert_eq!(second, "409");
 }
+
+/// A read transaction on a replica sees one state of the database: a transaction replicated
+/// meanwhile waits until the reader's transaction ends, then appears (in every journal mode).
+#[test]
+fn a_reader_on_a_replica_sees_one_state_until_its_transaction_ends() {
+    let p = primary();
+    let r = replica_of(&p);
+    for mode in ["delete", "wal"] {
+        let db = format!("{mode}.db");
+        sql(
+            &p,
+            &db,
+            Some(mode),
+            "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
+        );
+        let before = wait_caught_up(&p, &[&r], &db);
+        let mut reader = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sqlite3, sys\n\
+                 c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+                 c.execute('BEGIN')\n\
+                 print(c.execute('SELECT count(*) FROM t').fetchone()[0], flush=True)\n\
+                 sys.stdin.readline()\n\
+                 print(c.execute('SELECT count(*) FROM t').fetchone()[0], flush=True)\n\
+                 c.execute('COMMIT')\n",
+            )
+            .arg(r.db_path(&db))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = support::mount::line_channel(&mut reader);
+        let mut reader = KillOnDrop(reader);
+        let first = lines.recv_timeout(CATCH_UP).unwrap();
+        assert_eq!(first, "1", "{mode}");
+        sql(&p, &db, Some(mode), "INSERT INTO t VALUES (2);");
+        // The primary moved on; the replica must not show it while the reader is in its
+        // transaction. Something not happening can only be watched for a while.
+        let primary_pos = pos_or_zero(&p, &db);
+        assert!(primary_pos.txid > before.txid);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            pos_or_zero(&r, &db),
+            before,
+            "{mode}: applied under a reader"
+        );
+        use std::io::Write as _;
+        reader.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let second = lines.recv_timeout(CATCH_UP).unwrap();
+        assert_eq!(second, "1", "{mode}: the reader saw the database change");
+        assert!(reader.0.wait().unwrap().success());
+        wait_caught_up(&p, &[&r], &db);
+        assert_eq!(count(&r, &db), count(&p, &db));
+    }
+}
+
+/// Kills and reaps a child process when dropped (a failed assert must not leave it running).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -24,9 +24,11 @@ const SHM_LOCKS: i64 = 120;
 const SHM_LOCK_COUNT: i64 = 8;
 const SHM_DMS: i64 = SHM_LOCKS + SHM_LOCK_COUNT;
 
-/// How long to wait for local readers before saying so in the log (the wait goes on: a
-/// reader's transaction must see one state).
-const READER_WAIT_WARNING: Duration = Duration::from_secs(5);
+/// How long an apply waits for local read transactions to end. Past it, the transaction is
+/// applied anyway, with a warning: a read transaction held open that long on a replica must not
+/// stop replication for good (it may then see the database change under it, and SQLite reports
+/// an error to it if its pages no longer fit together).
+pub const READER_WAIT: Duration = Duration::from_secs(30);
 
 /// Why a transaction could not be applied.
 #[derive(thiserror::Error, Debug)]
@@ -60,7 +62,15 @@ struct Locked {
     _file: File,
 }
 
-fn ofd_lock(file: &File, kind: libc::c_short, start: i64, len: i64) -> io::Result<()> {
+/// Takes an OFD lock on `len` bytes at `start`, retrying until `deadline`. Returns false if
+/// other processes still held conflicting locks then.
+fn ofd_lock(
+    file: &File,
+    kind: libc::c_short,
+    start: i64,
+    len: i64,
+    deadline: Instant,
+) -> io::Result<bool> {
     let mut fl = libc::flock {
         l_type: kind,
         l_whence: libc::SEEK_SET as libc::c_short,
@@ -68,18 +78,26 @@ fn ofd_lock(file: &File, kind: libc::c_short, start: i64, len: i64) -> io::Resul
         l_len: len,
         l_pid: 0,
     };
+    let mut pause = Duration::from_micros(200);
     loop {
         // SAFETY: `file` is an open descriptor for the call's duration and `fl` a valid,
         // initialised flock that the kernel only reads.
         #[allow(unsafe_code)]
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLKW, &mut fl) };
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
         if rc == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN | libc::EACCES) => {}
+            _ => return Err(e),
         }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
 }
 
@@ -107,16 +125,16 @@ impl MountApplier {
     /// Takes the locks that keep local readers out of database `name` in `mode`: in rollback
     /// modes PENDING then all SHARED bytes of the database file, in WAL mode a shared DMS and
     /// every other lock of the WAL index (which is created if no reader made it yet). Waits
-    /// for the readers in a transaction to finish.
+    /// for the readers in a transaction to finish, up to [`READER_WAIT`].
     fn exclude_readers(
         &self,
         name: &str,
         mode: JournalMode,
     ) -> Result<(Locked, Option<File>), ApplyError> {
-        let started = Instant::now();
-        let warn = || {
-            if started.elapsed() > READER_WAIT_WARNING {
-                tracing::warn!(db = %name, waited = ?started.elapsed(), "a local read transaction held up applying a replicated transaction");
+        let deadline = Instant::now() + READER_WAIT;
+        let all = |got: bool| {
+            if !got {
+                tracing::warn!(db = %name, waited = ?READER_WAIT, "a local read transaction stayed open: applying a replicated transaction anyway");
             }
         };
         match mode {
@@ -127,16 +145,12 @@ impl MountApplier {
                     .write(true)
                     .open(&path)
                     .map_err(Self::mount_err("open", &path))?;
-                ofd_lock(&file, libc::F_WRLCK as libc::c_short, PENDING_BYTE, 1)
-                    .map_err(Self::mount_err("lock", &path))?;
-                ofd_lock(
-                    &file,
-                    libc::F_WRLCK as libc::c_short,
-                    SHARED_FIRST,
-                    SHARED_SIZE,
-                )
-                .map_err(Self::mount_err("lock", &path))?;
-                warn();
+                let wr = libc::F_WRLCK as libc::c_short;
+                let got = ofd_lock(&file, wr, PENDING_BYTE, 1, deadline)
+                    .map_err(Self::mount_err("lock", &path))?
+                    && ofd_lock(&file, wr, SHARED_FIRST, SHARED_SIZE, deadline)
+                        .map_err(Self::mount_err("lock", &path))?;
+                all(got);
                 Ok((Locked { _file: file }, None))
             }
             JournalMode::Wal => {
@@ -148,16 +162,17 @@ impl MountApplier {
                     .truncate(false)
                     .open(&path)
                     .map_err(Self::mount_err("open", &path))?;
-                ofd_lock(&file, libc::F_RDLCK as libc::c_short, SHM_DMS, 1)
+                let got = ofd_lock(&file, libc::F_RDLCK as libc::c_short, SHM_DMS, 1, deadline)
+                    .map_err(Self::mount_err("lock", &path))?
+                    && ofd_lock(
+                        &file,
+                        libc::F_WRLCK as libc::c_short,
+                        SHM_LOCKS,
+                        SHM_LOCK_COUNT,
+                        deadline,
+                    )
                     .map_err(Self::mount_err("lock", &path))?;
-                ofd_lock(
-                    &file,
-                    libc::F_WRLCK as libc::c_short,
-                    SHM_LOCKS,
-                    SHM_LOCK_COUNT,
-                )
-                .map_err(Self::mount_err("lock", &path))?;
-                warn();
+                all(got);
                 let header = file.try_clone().map_err(Self::mount_err("open", &path))?;
                 Ok((Locked { _file: file }, Some(header)))
             }

@@ -222,84 +222,228 @@ pub async fn follow(
 
     let mut decoder = StreamDecoder::new();
     let mut receiving: Option<Receiving> = None;
-    loop {
+    let mut received: u64 = 0;
+    // Received files are applied in order by a worker, so that a local reader holding up an
+    // apply does not hold up receiving (up to APPLY_QUEUE files).
+    let (queue_tx, queue_rx) = tokio::sync::mpsc::channel::<Item>(APPLY_QUEUE);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let applier = applier.clone();
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || apply_worker(queue_rx, done_tx, &*applier, &stop))
+    };
+    let mut queue_tx = Some(queue_tx);
+    let result = loop {
         let frame = tokio::select! {
-            () = cancel.cancelled() => return Ok(Ended::Cancelled),
+            () = cancel.cancelled() => break Ok(Ended::Cancelled),
+            done = done_rx.recv() => {
+                match done {
+                    Some(Done::Applied(name, applied)) => {
+                        on_event(FollowEvent::Applied { name: &name, applied: &applied });
+                        continue;
+                    }
+                    Some(Done::Ready) => { on_event(FollowEvent::Ready); continue; }
+                    Some(Done::Heartbeat(ts)) => {
+                        on_event(FollowEvent::Heartbeat { timestamp_ms: ts });
+                        continue;
+                    }
+                    Some(Done::Failed(name, source)) => {
+                        break Err(FollowError::Apply { db: name, source });
+                    }
+                    None => break Ok(Ended::Closed),
+                }
+            }
             frame = body.frame() => frame,
         };
         let Some(frame) = frame else {
-            decoder.finish().map_err(|source| FollowError::Codec {
-                url: url.clone(),
-                source,
-            })?;
-            return Ok(Ended::Closed);
+            if let Err(source) = decoder.finish() {
+                break Err(FollowError::Codec {
+                    url: url.clone(),
+                    source,
+                });
+            }
+            break Ok(Ended::Closed);
         };
-        let frame = frame.map_err(|e| connect_err(Box::new(e)))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
+        let data = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            Err(e) => break Err(connect_err(Box::new(e))),
         };
         decoder.feed(&data);
-        while let Some(event) = decoder.next().map_err(|source| FollowError::Codec {
-            url: url.clone(),
-            source,
-        })? {
-            match event {
-                Event::Frame(Frame::Ltx { name }) => {
-                    litefs_store::validate_name(&name)?;
-                    if !opts.filter.is_empty() && !opts.filter.contains(&name) {
-                        tracing::warn!(db = %name, "the primary sent a database outside the filter");
-                    }
-                    let db = store.create_db(&name)?;
-                    let path = db.ltx_dir().join("receiving.tmp");
-                    let file = File::create(&path).map_err(|source| FollowError::Write {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    receiving = Some(Receiving { name, path, file });
+        let handled = handle_events(
+            &mut decoder,
+            &store,
+            opts,
+            &url,
+            &mut receiving,
+            &mut received,
+            &mut queue_tx,
+        )
+        .await;
+        match handled {
+            Ok(None) => {}
+            Ok(Some(ended)) => break Ok(ended),
+            Err(e) => break Err(e),
+        }
+    };
+    // Nothing more is received. On a clean end, what was received is applied before
+    // returning (the next connection sends this node's positions); otherwise it is dropped.
+    if let Some(r) = receiving.take() {
+        drop(r.file);
+        let _ = std::fs::remove_file(&r.path);
+    }
+    if !matches!(result, Ok(Ended::Closed | Ended::Handoff(_))) {
+        stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+    drop(queue_tx);
+    let mut result = result;
+    while let Some(done) = done_rx.recv().await {
+        match done {
+            Done::Applied(name, applied) => on_event(FollowEvent::Applied {
+                name: &name,
+                applied: &applied,
+            }),
+            Done::Ready => on_event(FollowEvent::Ready),
+            Done::Heartbeat(ts) => on_event(FollowEvent::Heartbeat { timestamp_ms: ts }),
+            Done::Failed(name, source) => {
+                if result.is_ok() {
+                    result = Err(FollowError::Apply { db: name, source });
                 }
-                Event::LtxData(bytes) => {
-                    if let Some(r) = receiving.as_mut() {
-                        r.file
-                            .write_all(&bytes)
-                            .map_err(|source| FollowError::Write {
-                                path: r.path.clone(),
-                                source,
-                            })?;
-                    }
-                }
-                Event::LtxEnd => {
-                    let Some(r) = receiving.take() else {
-                        continue;
-                    };
-                    drop(r.file);
-                    let applier = applier.clone();
-                    let (name, path) = (r.name.clone(), r.path.clone());
-                    let applied = tokio::task::spawn_blocking(move || applier.apply(&name, &path))
-                        .await
-                        .map_err(|e| FollowError::Apply {
-                            db: r.name.clone(),
-                            source: Box::new(e),
-                        })?
-                        .map_err(|source| FollowError::Apply {
-                            db: r.name.clone(),
-                            source,
-                        })?;
-                    tracing::debug!(db = %r.name, pos = %applied.pos, snapshot = applied.snapshot, "applied");
-                    on_event(FollowEvent::Applied {
-                        name: &r.name,
-                        applied: &applied,
-                    });
-                }
-                Event::Frame(Frame::Ready) => on_event(FollowEvent::Ready),
-                Event::Frame(Frame::Heartbeat { timestamp_ms }) => {
-                    on_event(FollowEvent::Heartbeat { timestamp_ms })
-                }
-                Event::Frame(Frame::End) => return Ok(Ended::Closed),
-                Event::Frame(Frame::Handoff { lease_id }) => return Ok(Ended::Handoff(lease_id)),
-                Event::Frame(Frame::Hwm { .. } | Frame::DropDb { .. }) => {}
             }
         }
     }
+    let _ = worker.await;
+    result
+}
+
+/// How many received LTX files may wait to be applied.
+pub const APPLY_QUEUE: usize = 256;
+
+/// Work for the apply worker, in stream order.
+enum Item {
+    Apply { name: String, path: PathBuf },
+    Ready,
+    Heartbeat(i64),
+}
+
+/// What the apply worker did.
+enum Done {
+    Applied(String, Applied),
+    Ready,
+    Heartbeat(i64),
+    Failed(String, Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn apply_worker(
+    mut queue: tokio::sync::mpsc::Receiver<Item>,
+    done: tokio::sync::mpsc::UnboundedSender<Done>,
+    applier: &dyn Applier,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let mut failed = false;
+    while let Some(item) = queue.blocking_recv() {
+        let stopping = failed || stop.load(std::sync::atomic::Ordering::Acquire);
+        let out = match item {
+            Item::Apply { name, path } if stopping => {
+                let _ = std::fs::remove_file(&path);
+                let _ = name;
+                continue;
+            }
+            Item::Apply { name, path } => match applier.apply(&name, &path) {
+                Ok(applied) => {
+                    tracing::debug!(db = %name, pos = %applied.pos, snapshot = applied.snapshot, "applied");
+                    Done::Applied(name, applied)
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    failed = true;
+                    Done::Failed(name, e)
+                }
+            },
+            Item::Ready if !stopping => Done::Ready,
+            Item::Heartbeat(ts) if !stopping => Done::Heartbeat(ts),
+            Item::Ready | Item::Heartbeat(_) => continue,
+        };
+        if done.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Handles the events decoded so far. Returns how the stream ended, if it did.
+async fn handle_events(
+    decoder: &mut StreamDecoder,
+    store: &Arc<Store>,
+    opts: &FollowOptions,
+    url: &str,
+    receiving: &mut Option<Receiving>,
+    received: &mut u64,
+    queue: &mut Option<tokio::sync::mpsc::Sender<Item>>,
+) -> Result<Option<Ended>, FollowError> {
+    let enqueue = |item: Item| async {
+        match queue.as_ref() {
+            Some(q) => q.send(item).await.is_ok(),
+            None => false,
+        }
+    };
+    while let Some(event) = decoder.next().map_err(|source| FollowError::Codec {
+        url: url.to_owned(),
+        source,
+    })? {
+        match event {
+            Event::Frame(Frame::Ltx { name }) => {
+                litefs_store::validate_name(&name)?;
+                if !opts.filter.is_empty() && !opts.filter.contains(&name) {
+                    tracing::warn!(db = %name, "the primary sent a database outside the filter");
+                }
+                let db = store.create_db(&name)?;
+                *received += 1;
+                let path = db.ltx_dir().join(format!("receiving-{received}.tmp"));
+                let file = File::create(&path).map_err(|source| FollowError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+                *receiving = Some(Receiving { name, path, file });
+            }
+            Event::LtxData(bytes) => {
+                if let Some(r) = receiving.as_mut() {
+                    r.file
+                        .write_all(&bytes)
+                        .map_err(|source| FollowError::Write {
+                            path: r.path.clone(),
+                            source,
+                        })?;
+                }
+            }
+            Event::LtxEnd => {
+                let Some(r) = receiving.take() else {
+                    continue;
+                };
+                drop(r.file);
+                if !enqueue(Item::Apply {
+                    name: r.name,
+                    path: r.path.clone(),
+                })
+                .await
+                {
+                    let _ = std::fs::remove_file(&r.path);
+                }
+            }
+            Event::Frame(Frame::Ready) => {
+                enqueue(Item::Ready).await;
+            }
+            Event::Frame(Frame::Heartbeat { timestamp_ms }) => {
+                enqueue(Item::Heartbeat(timestamp_ms)).await;
+            }
+            Event::Frame(Frame::End) => return Ok(Some(Ended::Closed)),
+            Event::Frame(Frame::Handoff { lease_id }) => return Ok(Some(Ended::Handoff(lease_id))),
+            Event::Frame(Frame::Hwm { .. } | Frame::DropDb { .. }) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// What happened on a stream, for the caller's bookkeeping.
