@@ -337,8 +337,11 @@ fn config_expands_environment_unless_told_not_to() {
 
 #[test]
 fn example_configs_in_repo_load() {
-    let files = config_files(&support::repo().join("config"));
+    let mut files = config_files(&support::repo().join("config"));
     assert!(files.iter().any(|f| f.ends_with("litefs.yml")), "{files:?}");
+    let cluster = config_files(&support::repo().join("config/local-cluster"));
+    assert_eq!(cluster.len(), 3, "{cluster:?}");
+    files.extend(cluster);
     for file in files {
         let out = std::process::Command::new(support::bin())
             .args(["config", "-config"])
