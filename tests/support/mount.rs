@@ -596,7 +596,8 @@ impl Client {
 
 fn run_cli(db: &Path, mode: Option<&str>, sql: &str) -> Result<String, String> {
     let mut cmd = Command::new("sqlite3");
-    cmd.arg("-bail");
+    // As rusqlite and Python do by default: wait for another process's lock rather than fail.
+    cmd.args(["-bail", "-cmd", ".timeout 5000"]);
     if let Some(mode) = mode {
         cmd.args([
             "-cmd",

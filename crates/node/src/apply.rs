@@ -182,41 +182,86 @@ impl MountApplier {
     /// Applies the LTX file at `path` (on the data directory's filesystem) to database `name`,
     /// creating it if needed. Blocks while local readers are in a transaction.
     pub fn apply(&self, name: &str, path: &Path) -> Result<Applied, ApplyError> {
-        let db = self.store.create_db(name)?;
+        let (mut applied, err) = self.apply_batch(name, &[path.to_owned()]);
+        match (applied.pop(), err) {
+            (_, Some(e)) => Err(e),
+            (Some(a), None) => Ok(a),
+            (None, None) => Err(ApplyError::Store(litefs_store::Error::NotFound(
+                name.to_owned(),
+            ))),
+        }
+    }
+
+    /// Applies LTX files to database `name` in order, under one exclusion of local readers and
+    /// with one sync at the end. Returns what each applied file changed, until the first
+    /// failure (and that failure).
+    pub fn apply_batch(&self, name: &str, paths: &[PathBuf]) -> (Vec<Applied>, Option<ApplyError>) {
+        let mut done = Vec::new();
+        let db = match self.store.create_db(name) {
+            Ok(db) => db,
+            Err(e) => return (done, Some(e.into())),
+        };
         let existed = db.is_present();
         let mode = db.mode();
         let (locked, shm) = if existed {
-            let (l, s) = self.exclude_readers(name, mode)?;
-            (Some(l), s)
+            match self.exclude_readers(name, mode) {
+                Ok((l, s)) => (Some(l), s),
+                Err(e) => return (done, Some(e)),
+            }
         } else {
             (None, None)
         };
-        let applied = db.apply_ltx(path)?;
-        let page_size = applied.page_size.get();
-        if applied.snapshot || !existed || applied.commit == 0 {
-            self.invalidator.database_changed(name, None, page_size);
-        } else {
-            let pages: Vec<u32> = applied.pages.iter().map(|p| p.get()).collect();
-            self.invalidator
-                .database_changed(name, Some(&pages), page_size);
+        let mut failure = None;
+        for path in paths {
+            match db.apply_ltx_with(path, false) {
+                Ok(a) => done.push(a),
+                Err(e) => {
+                    failure = Some(ApplyError::from(e));
+                    break;
+                }
+            }
         }
-        if existed != db.is_present() {
-            self.invalidator.names_changed(name);
-        }
-        if let Some(shm) = shm {
-            if applied.commit > 0 {
-                let shm_path = self.mnt.join(format!("{name}-shm"));
-                let mut current = vec![0u8; WAL_INDEX_HEADER_SIZE];
-                let n = litefs_store::fsutil::read_full_at(&shm, &mut current, 0)
-                    .map_err(Self::mount_err("read", &shm_path))?;
-                current.truncate(n);
-                let header =
-                    litefs_store::wal_index_header(&current, applied.page_size, applied.commit);
-                shm.write_all_at(&header, 0)
-                    .map_err(Self::mount_err("write", &shm_path))?;
+        let whole = !existed || done.iter().any(|a| a.snapshot || a.commit == 0);
+        if let Some(last) = done.last() {
+            let page_size = last.page_size.get();
+            if whole {
+                self.invalidator.database_changed(name, None, page_size);
+            } else {
+                let pages: Vec<u32> = done
+                    .iter()
+                    .flat_map(|a| a.pages.iter().map(|p| p.get()))
+                    .collect();
+                self.invalidator
+                    .database_changed(name, Some(&pages), page_size);
+            }
+            if existed != db.is_present() {
+                self.invalidator.names_changed(name);
+            }
+            if let (Some(shm), true) = (shm, last.commit > 0) {
+                if let Err(e) = self.write_wal_index(name, &shm, last) {
+                    failure.get_or_insert(e);
+                }
             }
         }
         drop(locked);
-        Ok(applied)
+        // Readers need not wait for the disk.
+        if !done.is_empty() {
+            if let Err(e) = db.sync_applied() {
+                failure.get_or_insert(ApplyError::from(e));
+            }
+        }
+        (done, failure)
+    }
+
+    /// Rewrites the WAL index's header through the mount so that WAL-mode readers see `last`.
+    fn write_wal_index(&self, name: &str, shm: &File, last: &Applied) -> Result<(), ApplyError> {
+        let shm_path = self.mnt.join(format!("{name}-shm"));
+        let mut current = vec![0u8; WAL_INDEX_HEADER_SIZE];
+        let n = litefs_store::fsutil::read_full_at(shm, &mut current, 0)
+            .map_err(Self::mount_err("read", &shm_path))?;
+        current.truncate(n);
+        let header = litefs_store::wal_index_header(&current, last.page_size, last.commit);
+        shm.write_all_at(&header, 0)
+            .map_err(Self::mount_err("write", &shm_path))
     }
 }

@@ -279,6 +279,21 @@ impl replica::Applier for MountApplierAdapter {
     ) -> Result<litefs_store::Applied, Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.0.apply(name, path)?)
     }
+
+    fn apply_batch(
+        &self,
+        name: &str,
+        paths: &[PathBuf],
+    ) -> (
+        Vec<litefs_store::Applied>,
+        Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) {
+        let (done, err) = self.0.apply_batch(name, paths);
+        (
+            done,
+            err.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+        )
+    }
 }
 
 /// Follows the primary until `cancel`, reconnecting after every disconnect with a growing

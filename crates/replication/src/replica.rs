@@ -37,7 +37,31 @@ pub trait Applier: Send + Sync + 'static {
         name: &str,
         path: &Path,
     ) -> Result<Applied, Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Applies several files to database `name`, in order, returning what each changed until
+    /// the first failure (and that failure). The default applies them one by one; an applier
+    /// may do better (lock once, sync once).
+    fn apply_batch(
+        &self,
+        name: &str,
+        paths: &[PathBuf],
+    ) -> (
+        Vec<Applied>,
+        Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) {
+        let mut done = Vec::new();
+        for path in paths {
+            match self.apply(name, path) {
+                Ok(a) => done.push(a),
+                Err(e) => return (done, Some(e)),
+            }
+        }
+        (done, None)
+    }
 }
+
+/// The most received files of one database applied together (one lock, one sync).
+pub const APPLY_BATCH: usize = 64;
 
 /// Applies to the store alone (no mount to coordinate with).
 #[derive(Debug)]
@@ -344,25 +368,53 @@ fn apply_worker(
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let mut failed = false;
-    while let Some(item) = queue.blocking_recv() {
+    let mut next: Option<Item> = None;
+    loop {
+        let item = match next.take() {
+            Some(item) => item,
+            None => match queue.blocking_recv() {
+                Some(item) => item,
+                None => return,
+            },
+        };
         let stopping = failed || stop.load(std::sync::atomic::Ordering::Acquire);
         let out = match item {
-            Item::Apply { name, path } if stopping => {
+            Item::Apply { path, .. } if stopping => {
                 let _ = std::fs::remove_file(&path);
-                let _ = name;
                 continue;
             }
-            Item::Apply { name, path } => match applier.apply(&name, &path) {
-                Ok(applied) => {
-                    tracing::debug!(db = %name, pos = %applied.pos, snapshot = applied.snapshot, "applied");
-                    Done::Applied(name, applied)
+            Item::Apply { name, path } => {
+                // What else is waiting for the same database goes with it.
+                let mut paths = vec![path];
+                while paths.len() < APPLY_BATCH {
+                    match queue.try_recv() {
+                        Ok(Item::Apply { name: n, path }) if n == name => paths.push(path),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&path);
-                    failed = true;
-                    Done::Failed(name, e)
+                let (applied, err) = applier.apply_batch(&name, &paths);
+                let n = applied.len();
+                for a in applied {
+                    tracing::debug!(db = %name, pos = %a.pos, snapshot = a.snapshot, "applied");
+                    if done.send(Done::Applied(name.clone(), a)).is_err() {
+                        return;
+                    }
                 }
-            },
+                match err {
+                    None => continue,
+                    Some(e) => {
+                        for path in &paths[n..] {
+                            let _ = std::fs::remove_file(path);
+                        }
+                        failed = true;
+                        Done::Failed(name, e)
+                    }
+                }
+            }
             Item::Ready if !stopping => Done::Ready,
             Item::Heartbeat(ts) if !stopping => Done::Heartbeat(ts),
             Item::Ready | Item::Heartbeat(_) => continue,

@@ -118,6 +118,13 @@ impl Db {
     /// post-apply checksum. A snapshot that replaces a database with a history keeps that
     /// history in `ltx/diverged/<txid>/`, never deletes it.
     pub fn apply_ltx(&self, src: &Path) -> Result<Applied> {
+        self.apply_ltx_with(src, true)
+    }
+
+    /// [`Db::apply_ltx`], with the syncs left to the caller when `durable` is false (applying
+    /// a batch of files, then syncing once with [`Db::sync_applied`]). A replica that stops
+    /// before the sync gets what it lost from the primary again.
+    pub fn apply_ltx_with(&self, src: &Path, durable: bool) -> Result<Applied> {
         let mut inner = self.lock();
         self.check_available(&inner)?;
         let (h, t) = read_ltx(self, src)?;
@@ -154,11 +161,15 @@ impl Db {
             }
         }
         let dst = ltx_dir.join(format_filename(h.min_txid, h.max_txid));
-        File::open(src)
-            .and_then(|f| f.sync_all())
-            .map_err(Error::io("sync", src))?;
+        if durable {
+            File::open(src)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io("sync", src))?;
+        }
         fs::rename(src, &dst).map_err(Error::io("rename", src))?;
-        fsutil::sync_dir(&ltx_dir).map_err(Error::io("sync", &ltx_dir))?;
+        if durable {
+            fsutil::sync_dir(&ltx_dir).map_err(Error::io("sync", &ltx_dir))?;
+        }
 
         // The pages.
         let ps = h.page_size;
@@ -190,7 +201,10 @@ impl Db {
                 .set_len(u64::from(h.commit) * u64::from(ps.get()))
                 .map_err(Error::io("truncate", &db_path))?;
             inner.sums.set_len(h.commit);
-            inner.db.sync_data().map_err(Error::io("sync", &db_path))
+            if durable {
+                inner.db.sync_data().map_err(Error::io("sync", &db_path))?;
+            }
+            Ok(())
         })();
         let actual = inner.sums.total();
         if let Err(e) = written.and_then(|()| {
@@ -248,6 +262,12 @@ impl Db {
             commit: h.commit,
             diverged,
         })
+    }
+
+    /// Makes everything [`Db::apply_ltx_with`] wrote without syncing durable: one `syncfs` of
+    /// the data directory's filesystem.
+    pub fn sync_applied(&self) -> Result<()> {
+        fsutil::sync_filesystem(self.dir()).map_err(Error::io("sync", self.dir()))
     }
 
     /// On a primary: writes a snapshot LTX file of the database (every page, TXIDs 1 to the
