@@ -313,6 +313,17 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// The LTX file of `db` whose range starts at `txid`, with its header, if there is one.
 fn next_file(db: &Db, txid: TXID) -> Option<(PathBuf, Header)> {
+    let read_header = |path: &Path| {
+        let mut hdr = [0u8; litefs_ltx::header::HEADER_SIZE];
+        File::open(path).and_then(|mut f| f.read_exact(&mut hdr)).ok()?;
+        Header::from_bytes(&hdr).ok()
+    };
+    // Almost always a file of one transaction; a range file only after crash recovery.
+    if let Some(path) = db.ltx_file(txid) {
+        if let Some(h) = read_header(&path) {
+            return Some((path, h));
+        }
+    }
     let dir = db.ltx_dir();
     let entries = std::fs::read_dir(dir).ok()?;
     for entry in entries.flatten() {
@@ -325,12 +336,7 @@ fn next_file(db: &Db, txid: TXID) -> Option<(PathBuf, Header)> {
             continue;
         }
         let path = entry.path();
-        let mut hdr = [0u8; litefs_ltx::header::HEADER_SIZE];
-        let read = File::open(&path).and_then(|mut f| f.read_exact(&mut hdr));
-        if read.is_err() {
-            continue;
-        }
-        if let Ok(h) = Header::from_bytes(&hdr) {
+        if let Some(h) = read_header(&path) {
             return Some((path, h));
         }
     }
