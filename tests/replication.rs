@@ -582,3 +582,120 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// A fake primary that answers `/stream` with `body` (HTTP/2 without TLS), for every
+/// connection, until dropped. Returns its port.
+struct FakePrimary {
+    port: u16,
+    runtime: Option<tokio::runtime::Runtime>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakePrimary {
+    fn start(body: Vec<u8>) -> FakePrimary {
+        use std::sync::atomic::Ordering;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        let body = bytes::Bytes::from(body);
+        runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        let body = body.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(body),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+                });
+            }
+        });
+        FakePrimary {
+            port,
+            runtime: Some(runtime),
+            connections,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakePrimary {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Garbage from the primary (an LTX body that is not an LTX file; an unknown frame type; a
+/// body cut in the middle of a frame) is rejected: nothing is applied, the connection is
+/// dropped with an error in the log, and the replica connects again.
+#[test]
+fn garbage_from_the_primary_is_rejected_and_nothing_applied() {
+    let ltx_frame = |name: &str| {
+        let mut b = Vec::new();
+        b.extend_from_slice(&1u32.to_be_bytes());
+        b.extend_from_slice(&0u64.to_be_bytes());
+        b.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        b.extend_from_slice(name.as_bytes());
+        b
+    };
+    let mut not_ltx = ltx_frame("db");
+    not_ltx.extend_from_slice(&5u16.to_be_bytes());
+    not_ltx.extend_from_slice(b"LTX1x");
+    not_ltx.extend_from_slice(&0u16.to_be_bytes());
+    let unknown_type = 99u32.to_be_bytes().to_vec();
+    let mut cut = ltx_frame("db");
+    cut.extend_from_slice(&100u16.to_be_bytes());
+    cut.extend_from_slice(b"LTX1");
+    for (what, body, expect) in [
+        ("not an LTX file", not_ltx, "apply an LTX file to db"),
+        ("unknown frame type", unknown_type, "unknown stream frame type 99"),
+        ("cut short", cut, "bad stream"),
+    ] {
+        let fake = FakePrimary::start(body);
+        let r = MountedNode::start_with(NodeOptions {
+            role: Role::Replica(fake.port),
+            ..NodeOptions::default()
+        });
+        let until = Instant::now() + CATCH_UP;
+        while fake.connections() < 2 || !r.log().contains(expect) {
+            assert!(
+                Instant::now() < until,
+                "{what}: no error and reconnect\n{}",
+                r.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(pos_or_zero(&r, "db"), Pos::ZERO, "{what}");
+        assert!(!r.db_path("db").exists(), "{what}");
+        assert!(
+            !r.db_data_dir("db").join("ltx").exists() || r.ltx_files("db").is_empty(),
+            "{what}: {:?}",
+            r.ltx_files("db")
+        );
+    }
+}

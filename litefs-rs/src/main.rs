@@ -5,6 +5,7 @@
 mod args;
 mod ltx_cmd;
 mod mount_cmd;
+mod transfer_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,28 @@ enum Command {
         /// The databases (names in the mount).
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Download a database from a node as a SQLite file (written atomically to PATH).
+    Export {
+        /// The database (its name in the mount).
+        #[arg(long = "name", value_name = "NAME")]
+        name: String,
+        /// The node's internal API.
+        #[arg(long = "url", value_name = "URL", default_value = transfer_cmd::DEFAULT_URL)]
+        url: String,
+        /// Where to write the database.
+        path: PathBuf,
+    },
+    /// Upload a SQLite file as a database (created or replaced) to the primary.
+    Import {
+        /// The database (its name in the mount).
+        #[arg(long = "name", value_name = "NAME")]
+        name: String,
+        /// The primary's internal API.
+        #[arg(long = "url", value_name = "URL", default_value = transfer_cmd::DEFAULT_URL)]
+        url: String,
+        /// The SQLite file to upload.
+        path: PathBuf,
     },
     /// Tools for LTX files and SQLite database files.
     #[command(subcommand)]
@@ -131,6 +154,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Export { name, url, path } => exit_with(transfer_cmd::export(&url, &name, &path)),
+        Command::Import { name, url, path } => exit_with(transfer_cmd::import(&url, &name, &path)),
         Command::Ltx(cmd) => match ltx_cmd::run(cmd) {
             Ok(0) => ExitCode::SUCCESS,
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -139,6 +164,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Exit code of a command that succeeds or prints its error.
+fn exit_with(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,5 +1,10 @@
-//! The internal HTTP API (LiteFS's port 20202): `/stream` for replicas, `/info`, `/metrics`.
-//! HTTP/1.1 and HTTP/2 without TLS (prior knowledge) on the same port, as LiteFS serves it.
+//! The internal HTTP API (LiteFS's port 20202): `/stream` for replicas, `/info`, `/metrics`,
+//! `/export` and `/import` (a database as a plain SQLite file, see [`transfer`]) and `/events`
+//! (see [`events`]). HTTP/1.1 and HTTP/2 without TLS (prior knowledge) on the same port, as
+//! LiteFS serves it.
+
+mod events;
+mod transfer;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -11,7 +16,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use litefs_ltx::NodeId;
 use litefs_replication::primary::{self, StreamOptions};
@@ -37,6 +42,8 @@ pub struct Api {
     pub(crate) compress: bool,
     pub(crate) candidate: bool,
     pub(crate) mount_dir: String,
+    /// Tells the kernel what an import changed.
+    pub(crate) invalidator: litefs_fuse::Invalidator,
     /// Replicas streaming now, by node id.
     pub(crate) streams: Mutex<HashSet<NodeId>>,
     pub(crate) cancel: CancellationToken,
@@ -57,6 +64,87 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<ApiBody> {
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// A response body fed through a channel by a task or a thread: it ends when the sender is
+/// dropped. With a length, a body that ends short is an error (the client sees a cut response).
+struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+    len: Option<u64>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.len.map_or_else(
+            hyper::body::SizeHint::default,
+            hyper::body::SizeHint::with_exact,
+        )
+    }
+}
+
+/// The value of query parameter `key` (the first one), percent-decoded, with `+` as a space
+/// (as Go's `url.Query` reads it).
+fn query_param(uri: &Uri, key: &str) -> Result<Option<String>, String> {
+    for kv in uri.query().unwrap_or("").split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        if percent_decode(k)? == key {
+            return percent_decode(v).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad percent-encoding in {s:?}"))?;
+                out.push(hex);
+                i += 3;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+}
+
+/// The database named by the `name` query parameter, or the 400 response saying what is wrong
+/// with it.
+#[allow(clippy::result_large_err)] // a cold path; the response is built once
+fn db_name_param(uri: &Uri) -> Result<String, Response<ApiBody>> {
+    match query_param(uri, "name") {
+        Err(e) => Err(text(StatusCode::BAD_REQUEST, format!("bad query: {e}"))),
+        Ok(None) => Err(text(StatusCode::BAD_REQUEST, "name required")),
+        Ok(Some(name)) => match litefs_store::validate_name(&name) {
+            Ok(()) => Ok(name),
+            Err(e) => Err(text(StatusCode::BAD_REQUEST, e.to_string())),
+        },
+    }
 }
 
 /// A response body fed by a stream task; leaves the set of connected replicas when dropped.
@@ -130,7 +218,10 @@ impl Api {
             (&Method::POST, "/stream") => self.clone().stream(req).await,
             (&Method::GET, "/info") => self.info(),
             (&Method::GET, "/metrics") => self.metrics(),
-            (_, "/stream" | "/info" | "/metrics") => {
+            (&Method::GET, "/export") => self.clone().export(req).await,
+            (&Method::POST, "/import") => self.clone().import(req).await,
+            (&Method::GET, "/events") => self.clone().events(),
+            (_, "/stream" | "/info" | "/metrics" | "/export" | "/import" | "/events") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
             (_, path) => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),

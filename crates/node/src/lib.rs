@@ -210,6 +210,7 @@ pub async fn run(
         compress: opts.compress,
         candidate: opts.candidate,
         mount_dir: mount_dir.display().to_string(),
+        invalidator: mount.invalidator(),
         streams: Mutex::new(HashSet::new()),
         cancel: cancel.clone(),
         tracker: tracker.clone(),
