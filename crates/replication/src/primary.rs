@@ -315,7 +315,9 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 fn next_file(db: &Db, txid: TXID) -> Option<(PathBuf, Header)> {
     let read_header = |path: &Path| {
         let mut hdr = [0u8; litefs_ltx::header::HEADER_SIZE];
-        File::open(path).and_then(|mut f| f.read_exact(&mut hdr)).ok()?;
+        File::open(path)
+            .and_then(|mut f| f.read_exact(&mut hdr))
+            .ok()?;
         Header::from_bytes(&hdr).ok()
     };
     // Almost always a file of one transaction; a range file only after crash recovery.
