@@ -206,9 +206,25 @@ impl Streamer {
             };
             let sent = match file {
                 Some((path, header)) if header.pre_apply_checksum == have.post_apply_checksum => {
-                    self.send_file(name, path, false).await?
+                    // This file and the ones after it, as far as they are published, in one
+                    // blocking task.
+                    let mut paths = vec![path];
+                    let mut txid = header.max_txid;
+                    while paths.len() < SEND_BATCH && txid < pos.txid {
+                        let Some(next) = txid.next().and_then(|t| db.ltx_file(t)) else {
+                            break;
+                        };
+                        paths.push(next);
+                        txid = txid.next().unwrap_or(txid);
+                    }
+                    self.send_files(name, paths, have).await?
                 }
-                _ => self.send_snapshot(&db).await?,
+                _ => Some(self.send_snapshot(&db).await?),
+            };
+            let sent = match sent {
+                Some(sent) => sent,
+                // Nothing continued the replica's position after all.
+                None => self.send_snapshot(&db).await?,
             };
             self.client.insert(name.to_owned(), sent);
         }
@@ -231,6 +247,26 @@ impl Streamer {
         let sent = self.send_file(db.name(), tmp.clone(), true).await;
         let _ = std::fs::remove_file(&tmp);
         sent
+    }
+
+    /// Sends LTX files that continue each other from `from` (each verified first) in one
+    /// blocking task, as the large-file path of [`Streamer::send_file`] does one by one.
+    /// Returns the position reached, or `None` if the first file did not continue `from`.
+    async fn send_files(
+        &mut self,
+        name: &str,
+        paths: Vec<PathBuf>,
+        from: Pos,
+    ) -> Result<Option<Pos>, StreamError> {
+        let tx = self.tx.clone();
+        let db = name.to_owned();
+        let reached = tokio::task::spawn_blocking(move || send_chain(&db, &paths, from, &tx))
+            .await
+            .map_err(|e| StreamError::Join(e.to_string()))??;
+        if let Some(pos) = reached {
+            self.client.insert(name.to_owned(), pos);
+        }
+        Ok(reached)
     }
 
     /// Sends one LTX file (verified first) as an LTX frame, its chunked body and an HWM frame.
@@ -273,6 +309,127 @@ impl Streamer {
         .await?;
         Ok(Pos::new(header.max_txid, trailer.post_apply_checksum))
     }
+}
+
+/// How many LTX files one blocking task sends at most.
+const SEND_BATCH: usize = 256;
+
+/// Files up to this size are read into memory once, verified and sent from there.
+const IN_MEMORY_LTX: u64 = 16 << 20;
+
+/// Sends `paths` in order while each verifies and continues the position before it (blocking
+/// on a full channel). Returns the position reached, `None` if nothing was sent.
+fn send_chain(
+    name: &str,
+    paths: &[PathBuf],
+    from: Pos,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<Option<Pos>, StreamError> {
+    let mut at = from;
+    let mut sent = None;
+    let send = |piece: Vec<u8>| {
+        tx.blocking_send(Bytes::from(piece))
+            .map_err(|_| StreamError::Disconnected)
+    };
+    for path in paths {
+        let read_err = |source| StreamError::Read {
+            path: path.clone(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read_err)?.len();
+        if len > IN_MEMORY_LTX {
+            // Rare (a big range file): leave it to the streaming path.
+            break;
+        }
+        let data = std::fs::read(path).map_err(read_err)?;
+        let (header, trailer, _) =
+            litefs_ltx::verify(&data[..]).map_err(|source| StreamError::Invalid {
+                path: path.clone(),
+                source,
+            })?;
+        if header.is_snapshot() || header.pre_apply_checksum != at.post_apply_checksum {
+            break;
+        }
+        send(
+            Frame::Ltx {
+                name: name.to_owned(),
+            }
+            .to_bytes(),
+        )?;
+        for chunk in data.chunks(MAX_CHUNK_LEN) {
+            let mut piece = Vec::with_capacity(chunk.len() + 2);
+            piece.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            piece.extend_from_slice(chunk);
+            send(piece)?;
+        }
+        send(vec![0, 0])?;
+        send(
+            Frame::Hwm {
+                txid: TXID::ZERO,
+                name: name.to_owned(),
+            }
+            .to_bytes(),
+        )?;
+        at = Pos::new(header.max_txid, trailer.post_apply_checksum);
+        sent = Some(at);
+    }
+    if sent.is_none() {
+        // The first file is large: send it the streaming way.
+        if let Some(path) = paths.first() {
+            let len = std::fs::metadata(path)
+                .map_err(|source| StreamError::Read {
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            if len > IN_MEMORY_LTX {
+                return send_large(name, path, at, tx);
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// Sends one large LTX file: verified in a first pass, then read again chunk by chunk.
+fn send_large(
+    name: &str,
+    path: &Path,
+    from: Pos,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<Option<Pos>, StreamError> {
+    let f = File::open(path).map_err(|source| StreamError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let (header, trailer, _) =
+        litefs_ltx::verify(BufReader::with_capacity(1 << 20, f)).map_err(|source| {
+            StreamError::Invalid {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+    if !header.is_snapshot() && header.pre_apply_checksum != from.post_apply_checksum {
+        return Ok(None);
+    }
+    let send = |piece: Vec<u8>| {
+        tx.blocking_send(Bytes::from(piece))
+            .map_err(|_| StreamError::Disconnected)
+    };
+    send(
+        Frame::Ltx {
+            name: name.to_owned(),
+        }
+        .to_bytes(),
+    )?;
+    send_chunks(path, tx)?;
+    send(
+        Frame::Hwm {
+            txid: TXID::ZERO,
+            name: name.to_owned(),
+        }
+        .to_bytes(),
+    )?;
+    Ok(Some(Pos::new(header.max_txid, trailer.post_apply_checksum)))
 }
 
 /// Sends the file at `path` in chunked encoding, chunk by chunk (blocking on a full channel).

@@ -106,6 +106,9 @@ fn native_checksum(data: &[u8]) -> (u32, u32) {
     (s1, s2)
 }
 
+/// LTX files up to this size are read into memory once when applied.
+const IN_MEMORY_LTX: u64 = 16 << 20;
+
 /// How many times a snapshot is tried without holding the database's lock before it is taken
 /// under it.
 const SNAPSHOT_TRIES: usize = 3;
@@ -125,9 +128,29 @@ impl Db {
     /// a batch of files, then syncing once with [`Db::sync_applied`]). A replica that stops
     /// before the sync gets what it lost from the primary again.
     pub fn apply_ltx_with(&self, src: &Path, durable: bool) -> Result<Applied> {
+        // Read and verified once, before the database is locked: its readers (`-pos`
+        // included) wait only for the writes. A large file (a snapshot) is read twice rather
+        // than held in memory.
+        let small = fs::metadata(src).map_err(Error::io("stat", src))?.len() <= IN_MEMORY_LTX;
+        let data = if small {
+            Some(fs::read(src).map_err(Error::io("read", src))?)
+        } else {
+            None
+        };
+        let decode_src = |source| Error::Decode {
+            db: self.name().to_owned(),
+            path: src.to_owned(),
+            source,
+        };
+        let (h, t) = match &data {
+            Some(bytes) => {
+                let (h, t, _) = litefs_ltx::verify(&bytes[..]).map_err(decode_src)?;
+                (h, t)
+            }
+            None => read_ltx(self, src)?,
+        };
         let mut inner = self.lock();
         self.check_available(&inner)?;
-        let (h, t) = read_ltx(self, src)?;
         let snapshot = h.is_snapshot();
         if !snapshot {
             let want = Pos::new(
@@ -182,8 +205,14 @@ impl Db {
             path: dst.clone(),
             source,
         };
-        let f = File::open(&dst).map_err(Error::io("open", &dst))?;
-        let mut dec = Decoder::new(BufReader::with_capacity(1 << 20, f)).map_err(decode)?;
+        let reader: Box<dyn std::io::Read> = match data {
+            Some(bytes) => Box::new(std::io::Cursor::new(bytes)),
+            None => Box::new(BufReader::with_capacity(
+                1 << 20,
+                File::open(&dst).map_err(Error::io("open", &dst))?,
+            )),
+        };
+        let mut dec = Decoder::new(reader).map_err(decode)?;
         let mut buf = vec![0u8; ps.bytes()];
         let mut pages = Vec::new();
         let written = (|| {
