@@ -218,11 +218,10 @@ pub async fn run(
     tracker.spawn(api.serve(listener));
 
     if let Role::Replica { url, .. } = &opts.role {
-        let applier = Arc::new(MountApplierAdapter(MountApplier::new(
-            store.clone(),
-            mount_dir.clone(),
-            mount.invalidator(),
-        )));
+        let mount_applier =
+            MountApplier::new(store.clone(), mount_dir.clone(), mount.invalidator());
+        tracker.spawn(sync_loop(mount_applier.clone(), cancel.clone()));
+        let applier = Arc::new(MountApplierAdapter(mount_applier));
         tracker.spawn(follow_loop(
             store.clone(),
             FollowOptions {
@@ -264,6 +263,16 @@ pub async fn run(
         }
     }
     store.sync().map_err(NodeError::Sync)?;
+    if !is_primary {
+        // What the replica applied since its last sync.
+        litefs_store::fsutil::sync_filesystem(store.dbs_dir()).map_err(|source| {
+            NodeError::Sync(litefs_store::Error::Io {
+                op: "sync",
+                path: store.dbs_dir().to_owned(),
+                source,
+            })
+        })?;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -361,6 +370,29 @@ async fn follow_loop(
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+    }
+}
+
+/// Makes what the replica applied durable every [`apply::SYNC_INTERVAL`], and once more at the
+/// end.
+async fn sync_loop(applier: MountApplier, cancel: CancellationToken) {
+    loop {
+        let stop = tokio::select! {
+            () = cancel.cancelled() => true,
+            () = tokio::time::sleep(apply::SYNC_INTERVAL) => false,
+        };
+        let a = applier.clone();
+        match tokio::task::spawn_blocking(move || a.sync_if_needed()).await {
+            Ok(Err(e)) => tracing::warn!(
+                "failed to sync applied transactions: {}",
+                litefs_store::error_chain(&e)
+            ),
+            Err(e) => tracing::warn!("sync task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+        if stop {
+            return;
+        }
     }
 }
 

@@ -350,26 +350,20 @@ fn send_chain(
         if header.is_snapshot() || header.pre_apply_checksum != at.post_apply_checksum {
             break;
         }
-        send(
-            Frame::Ltx {
-                name: name.to_owned(),
-            }
-            .to_bytes(),
-        )?;
-        for chunk in data.chunks(MAX_CHUNK_LEN) {
-            let mut piece = Vec::with_capacity(chunk.len() + 2);
-            piece.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
-            piece.extend_from_slice(chunk);
-            send(piece)?;
+        // One piece per file: the frame, the chunked body and the HWM frame together, so a
+        // transaction costs one message to the connection.
+        let mut piece = Vec::with_capacity(data.len() + data.len() / MAX_CHUNK_LEN * 2 + 64);
+        Frame::Ltx {
+            name: name.to_owned(),
         }
-        send(vec![0, 0])?;
-        send(
-            Frame::Hwm {
-                txid: TXID::ZERO,
-                name: name.to_owned(),
-            }
-            .to_bytes(),
-        )?;
+        .encode(&mut piece);
+        crate::codec::encode_chunks(&data, &mut piece);
+        Frame::Hwm {
+            txid: TXID::ZERO,
+            name: name.to_owned(),
+        }
+        .encode(&mut piece);
+        send(piece)?;
         at = Pos::new(header.max_txid, trailer.post_apply_checksum);
         sent = Some(at);
     }
