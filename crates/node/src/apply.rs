@@ -57,14 +57,39 @@ pub struct MountApplier {
     invalidator: Invalidator,
     /// When applied files were last made durable, and whether some are not yet.
     last_sync: Arc<std::sync::Mutex<(Instant, bool)>>,
+    /// Files of the mount kept open to take locks on (opening one is a round trip through
+    /// the mount): by database, the database file or its WAL index.
+    open: Arc<std::sync::Mutex<OpenFiles>>,
 }
 
 /// How often applied files are made durable (one `syncfs`) while transactions keep coming.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// An open file description holding OFD locks; they go when it is dropped.
+/// Files of the mount kept open, by database name and whether it is the WAL index.
+type OpenFiles = std::collections::HashMap<(String, bool), Arc<File>>;
+
+/// OFD locks held on a file of the mount (kept open between applies); released when dropped.
 struct Locked {
-    _file: File,
+    file: Arc<File>,
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        let mut fl = libc::flock {
+            l_type: libc::F_UNLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        // SAFETY: the descriptor is open while `self.file` lives and `fl` is a valid flock the
+        // kernel only reads.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+        if rc != 0 {
+            tracing::warn!("failed to release a lock: {}", io::Error::last_os_error());
+        }
+    }
 }
 
 /// Takes an OFD lock on `len` bytes at `start`, retrying until `deadline`. Returns false if
@@ -114,6 +139,7 @@ impl MountApplier {
             mnt,
             invalidator,
             last_sync: Arc::new(std::sync::Mutex::new((Instant::now(), false))),
+            open: Arc::default(),
         }
     }
 
@@ -136,7 +162,7 @@ impl MountApplier {
         &self,
         name: &str,
         mode: JournalMode,
-    ) -> Result<(Locked, Option<File>), ApplyError> {
+    ) -> Result<(Locked, Option<Arc<File>>), ApplyError> {
         let deadline = Instant::now() + READER_WAIT;
         let all = |got: bool| {
             if !got {
@@ -146,28 +172,18 @@ impl MountApplier {
         match mode {
             JournalMode::Rollback => {
                 let path = self.mnt.join(name);
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(Self::mount_err("open", &path))?;
+                let file = self.open_file(name, false, &path)?;
                 let wr = libc::F_WRLCK as libc::c_short;
                 let got = ofd_lock(&file, wr, PENDING_BYTE, 1, deadline)
                     .map_err(Self::mount_err("lock", &path))?
                     && ofd_lock(&file, wr, SHARED_FIRST, SHARED_SIZE, deadline)
                         .map_err(Self::mount_err("lock", &path))?;
                 all(got);
-                Ok((Locked { _file: file }, None))
+                Ok((Locked { file }, None))
             }
             JournalMode::Wal => {
                 let path = self.mnt.join(format!("{name}-shm"));
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&path)
-                    .map_err(Self::mount_err("open", &path))?;
+                let file = self.open_file(name, true, &path)?;
                 let got = ofd_lock(&file, libc::F_RDLCK as libc::c_short, SHM_DMS, 1, deadline)
                     .map_err(Self::mount_err("lock", &path))?
                     && ofd_lock(
@@ -179,10 +195,36 @@ impl MountApplier {
                     )
                     .map_err(Self::mount_err("lock", &path))?;
                 all(got);
-                let header = file.try_clone().map_err(Self::mount_err("open", &path))?;
-                Ok((Locked { _file: file }, Some(header)))
+                Ok((Locked { file: file.clone() }, Some(file)))
             }
         }
+    }
+
+    /// The database file (or WAL index, `shm`) of `name` in the mount, opened once and kept.
+    fn open_file(&self, name: &str, shm: bool, path: &Path) -> Result<Arc<File>, ApplyError> {
+        let key = (name.to_owned(), shm);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(&key) {
+            return Ok(f.clone());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(shm)
+            .truncate(false)
+            .open(path)
+            .map_err(Self::mount_err("open", path))?;
+        let file = Arc::new(file);
+        open.insert(key, file.clone());
+        Ok(file)
+    }
+
+    /// Closes the files kept open for database `name` (it appeared, went away, or failed).
+    fn forget_open(&self, name: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(n, _), _| n != name);
     }
 
     /// Applies the LTX file at `path` (on the data directory's filesystem) to database `name`,
@@ -209,12 +251,16 @@ impl MountApplier {
         };
         let existed = db.is_present();
         let mode = db.mode();
-        let (locked, shm) = if existed {
+        let (mut locked, shm) = if existed {
             match self.exclude_readers(name, mode) {
                 Ok((l, s)) => (Some(l), s),
-                Err(e) => return (done, Some(e)),
+                Err(e) => {
+                    self.forget_open(name);
+                    return (done, Some(e));
+                }
             }
         } else {
+            self.forget_open(name);
             (None, None)
         };
         let mut failure = None;
@@ -243,8 +289,12 @@ impl MountApplier {
             if existed != db.is_present() {
                 self.invalidator.names_changed(name);
             }
-            if let (Some(shm), true) = (shm, last.commit > 0) {
-                if let Err(e) = self.write_wal_index(name, &shm, last) {
+            if !db.is_present() {
+                drop(locked.take());
+                self.forget_open(name);
+            }
+            if let (Some(shm), true) = (shm.as_ref(), last.commit > 0) {
+                if let Err(e) = self.write_wal_index(name, shm, last) {
                     failure.get_or_insert(e);
                 }
             }
@@ -284,7 +334,12 @@ impl MountApplier {
     }
 
     /// Rewrites the WAL index's header through the mount so that WAL-mode readers see `last`.
-    fn write_wal_index(&self, name: &str, shm: &File, last: &Applied) -> Result<(), ApplyError> {
+    fn write_wal_index(
+        &self,
+        name: &str,
+        shm: &Arc<File>,
+        last: &Applied,
+    ) -> Result<(), ApplyError> {
         let shm_path = self.mnt.join(format!("{name}-shm"));
         let mut current = vec![0u8; WAL_INDEX_HEADER_SIZE];
         let n = litefs_store::fsutil::read_full_at(shm, &mut current, 0)
