@@ -22,6 +22,10 @@ use crate::codec::{Frame, PosMap, MAX_CHUNK_LEN};
 /// at most about 4 MiB per replica.
 pub const STREAM_BUFFER: usize = 64;
 
+/// After a round that sent transactions, the next round waits until this long after it: a
+/// burst of commits goes in fewer, larger rounds. A transaction after a pause goes at once.
+pub const BURST_WINDOW: Duration = Duration::from_millis(1);
+
 /// How often an idle stream sends a heartbeat (LiteFS's `HeartbeatInterval`).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -138,6 +142,8 @@ impl Streamer {
         cancel: CancellationToken,
     ) -> Result<(), StreamError> {
         let mut ready = false;
+        // When the previous round sent something: commits are coming one after another.
+        let mut last_round: Option<tokio::time::Instant> = None;
         let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         changes.mark_changed();
@@ -153,9 +159,18 @@ impl Streamer {
                     if changed.is_err() {
                         return Ok(());
                     }
+                    if let Some(at) = last_round {
+                        // In a burst, wait a moment so that one round carries several
+                        // transactions (one wake-up instead of one per commit).
+                        if at.elapsed() < BURST_WINDOW {
+                            tokio::time::sleep_until(at + BURST_WINDOW).await;
+                        }
+                    }
+                    let before = self.client.clone();
                     for name in self.all_names() {
                         self.stream_db(&name).await?;
                     }
+                    last_round = (self.client != before).then(tokio::time::Instant::now);
                     if !ready {
                         self.send_frame(&Frame::Ready).await?;
                         ready = true;
@@ -258,11 +273,31 @@ impl Streamer {
         paths: Vec<PathBuf>,
         from: Pos,
     ) -> Result<Option<Pos>, StreamError> {
-        let tx = self.tx.clone();
         let db = name.to_owned();
-        let reached = tokio::task::spawn_blocking(move || send_chain(&db, &paths, from, &tx))
-            .await
-            .map_err(|e| StreamError::Join(e.to_string()))??;
+        // A few small files, just written, are in the page cache: reading them here costs less
+        // than a hop to a blocking thread.
+        let chain = if paths.len() <= INLINE_FILES {
+            build_chain(&db, &paths, from)?
+        } else {
+            tokio::task::spawn_blocking(move || build_chain(&db, &paths, from))
+                .await
+                .map_err(|e| StreamError::Join(e.to_string()))??
+        };
+        let reached = match chain {
+            Chain::Pieces(pieces, reached) => {
+                for piece in pieces {
+                    self.send(piece).await?;
+                }
+                reached
+            }
+            Chain::Large(path) => {
+                let tx = self.tx.clone();
+                let db = name.to_owned();
+                tokio::task::spawn_blocking(move || send_large(&db, &path, from, &tx))
+                    .await
+                    .map_err(|e| StreamError::Join(e.to_string()))??
+            }
+        };
         if let Some(pos) = reached {
             self.client.insert(name.to_owned(), pos);
         }
@@ -317,28 +352,33 @@ const SEND_BATCH: usize = 256;
 /// Files up to this size are read into memory once, verified and sent from there.
 const IN_MEMORY_LTX: u64 = 16 << 20;
 
-/// Sends `paths` in order while each verifies and continues the position before it (blocking
-/// on a full channel). Returns the position reached, `None` if nothing was sent.
-fn send_chain(
-    name: &str,
-    paths: &[PathBuf],
-    from: Pos,
-    tx: &mpsc::Sender<Bytes>,
-) -> Result<Option<Pos>, StreamError> {
+/// At most this many files are read on the stream's own task (more go to a blocking thread).
+const INLINE_FILES: usize = 8;
+
+/// What a run of LTX files becomes on the stream.
+enum Chain {
+    /// One piece per file (frame, chunked body, HWM frame) and the position they reach
+    /// (`None` if the first file did not continue the replica's position).
+    Pieces(Vec<Vec<u8>>, Option<Pos>),
+    /// The first file is too large to hold in memory: it goes the streaming way.
+    Large(PathBuf),
+}
+
+/// Reads and verifies `paths` in order while each continues the position before it.
+fn build_chain(name: &str, paths: &[PathBuf], from: Pos) -> Result<Chain, StreamError> {
     let mut at = from;
-    let mut sent = None;
-    let send = |piece: Vec<u8>| {
-        tx.blocking_send(Bytes::from(piece))
-            .map_err(|_| StreamError::Disconnected)
-    };
-    for path in paths {
+    let mut reached = None;
+    let mut pieces = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
         let read_err = |source| StreamError::Read {
             path: path.clone(),
             source,
         };
         let len = std::fs::metadata(path).map_err(read_err)?.len();
         if len > IN_MEMORY_LTX {
-            // Rare (a big range file): leave it to the streaming path.
+            if i == 0 {
+                return Ok(Chain::Large(path.clone()));
+            }
             break;
         }
         let data = std::fs::read(path).map_err(read_err)?;
@@ -363,25 +403,11 @@ fn send_chain(
             name: name.to_owned(),
         }
         .encode(&mut piece);
-        send(piece)?;
+        pieces.push(piece);
         at = Pos::new(header.max_txid, trailer.post_apply_checksum);
-        sent = Some(at);
+        reached = Some(at);
     }
-    if sent.is_none() {
-        // The first file is large: send it the streaming way.
-        if let Some(path) = paths.first() {
-            let len = std::fs::metadata(path)
-                .map_err(|source| StreamError::Read {
-                    path: path.clone(),
-                    source,
-                })?
-                .len();
-            if len > IN_MEMORY_LTX {
-                return send_large(name, path, at, tx);
-            }
-        }
-    }
-    Ok(sent)
+    Ok(Chain::Pieces(pieces, reached))
 }
 
 /// Sends one large LTX file: verified in a first pass, then read again chunk by chunk.
