@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use litefs_fuse::Invalidator;
+use litefs_replication::replica::Received;
 use litefs_store::{Applied, JournalMode, Store, WAL_INDEX_HEADER_SIZE};
 
 /// SQLite's lock bytes in the database file (rollback journal modes).
@@ -230,7 +231,7 @@ impl MountApplier {
     /// Applies the LTX file at `path` (on the data directory's filesystem) to database `name`,
     /// creating it if needed. Blocks while local readers are in a transaction.
     pub fn apply(&self, name: &str, path: &Path) -> Result<Applied, ApplyError> {
-        let (mut applied, err) = self.apply_batch(name, &[path.to_owned()]);
+        let (mut applied, err) = self.apply_batch(name, vec![Received::File(path.to_owned())]);
         match (applied.pop(), err) {
             (_, Some(e)) => Err(e),
             (Some(a), None) => Ok(a),
@@ -243,7 +244,11 @@ impl MountApplier {
     /// Applies LTX files to database `name` in order, under one exclusion of local readers and
     /// with one sync at the end. Returns what each applied file changed, until the first
     /// failure (and that failure).
-    pub fn apply_batch(&self, name: &str, paths: &[PathBuf]) -> (Vec<Applied>, Option<ApplyError>) {
+    pub fn apply_batch(
+        &self,
+        name: &str,
+        received: Vec<Received>,
+    ) -> (Vec<Applied>, Option<ApplyError>) {
         let mut done = Vec::new();
         let db = match self.store.create_db(name) {
             Ok(db) => db,
@@ -264,8 +269,18 @@ impl MountApplier {
             (None, None)
         };
         let mut failure = None;
-        for path in paths {
-            match db.apply_ltx_with(path, false) {
+        for r in received {
+            let applied = match r {
+                Received::File(path) => {
+                    let res = db.apply_ltx_with(&path, false);
+                    if res.is_err() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    res
+                }
+                Received::Memory { data, .. } => db.apply_ltx_bytes(data, false),
+            };
+            match applied {
                 Ok(a) => done.push(a),
                 Err(e) => {
                     failure = Some(ApplyError::from(e));

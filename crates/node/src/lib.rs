@@ -293,16 +293,10 @@ impl replica::Applier for MountApplierAdapter {
     fn apply_batch(
         &self,
         name: &str,
-        paths: &[PathBuf],
-    ) -> (
-        Vec<litefs_store::Applied>,
-        Option<Box<dyn std::error::Error + Send + Sync>>,
-    ) {
-        let (done, err) = self.0.apply_batch(name, paths);
-        (
-            done,
-            err.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
-        )
+        received: Vec<replica::Received>,
+    ) -> (Vec<litefs_store::Applied>, Option<replica::BoxError>) {
+        let (done, err) = self.0.apply_batch(name, received);
+        (done, err.map(|e| Box::new(e) as replica::BoxError))
     }
 }
 

@@ -38,20 +38,23 @@ pub trait Applier: Send + Sync + 'static {
         path: &Path,
     ) -> Result<Applied, Box<dyn std::error::Error + Send + Sync>>;
 
-    /// Applies several files to database `name`, in order, returning what each changed until
-    /// the first failure (and that failure). The default applies them one by one; an applier
-    /// may do better (lock once, sync once).
-    fn apply_batch(
-        &self,
-        name: &str,
-        paths: &[PathBuf],
-    ) -> (
-        Vec<Applied>,
-        Option<Box<dyn std::error::Error + Send + Sync>>,
-    ) {
+    /// Applies several received files to database `name`, in order, returning what each
+    /// changed until the first failure (and that failure). The default applies them one by
+    /// one (writing those received into memory to a file first); an applier may do better
+    /// (lock once, sync once, no file to read back).
+    fn apply_batch(&self, name: &str, received: Vec<Received>) -> (Vec<Applied>, Option<BoxError>) {
         let mut done = Vec::new();
-        for path in paths {
-            match self.apply(name, path) {
+        for r in received {
+            let path = match r {
+                Received::File(path) => path,
+                Received::Memory { data, spill } => {
+                    if let Err(e) = std::fs::write(&spill, &data) {
+                        return (done, Some(Box::new(e)));
+                    }
+                    spill
+                }
+            };
+            match self.apply(name, &path) {
                 Ok(a) => done.push(a),
                 Err(e) => return (done, Some(e)),
             }
@@ -59,6 +62,34 @@ pub trait Applier: Send + Sync + 'static {
         (done, None)
     }
 }
+
+/// An error from an [`Applier`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An LTX file as received from the primary.
+#[derive(Debug)]
+pub enum Received {
+    /// Written to this temporary file (in the database's LTX folder).
+    File(PathBuf),
+    /// Held in memory (a small file); `spill` is where to write it if it must be a file.
+    Memory {
+        /// The file's bytes.
+        data: Vec<u8>,
+        /// A temporary path in the database's LTX folder.
+        spill: PathBuf,
+    },
+}
+
+impl Received {
+    fn discard(self) {
+        if let Received::File(path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Received LTX files up to this size stay in memory until applied.
+pub const IN_MEMORY_LTX: usize = 1 << 20;
 
 /// The most received files of one database applied together (one lock, one sync).
 pub const APPLY_BATCH: usize = 64;
@@ -178,7 +209,9 @@ pub fn local_positions(store: &Store, filter: &[String]) -> PosMap {
 struct Receiving {
     name: String,
     path: PathBuf,
-    file: File,
+    /// The file, once what was received outgrew memory.
+    file: Option<File>,
+    data: Vec<u8>,
 }
 
 /// Follows the primary at `opts.url` over one connection. Calls `on_ready` once the primary
@@ -316,8 +349,9 @@ pub async fn follow(
     // Nothing more is received. On a clean end, what was received is applied before
     // returning (the next connection sends this node's positions); otherwise it is dropped.
     if let Some(r) = receiving.take() {
-        drop(r.file);
-        let _ = std::fs::remove_file(&r.path);
+        if r.file.is_some() {
+            let _ = std::fs::remove_file(&r.path);
+        }
     }
     if !matches!(result, Ok(Ended::Closed | Ended::Handoff(_))) {
         stop.store(true, std::sync::atomic::Ordering::Release);
@@ -348,7 +382,7 @@ pub const APPLY_QUEUE: usize = 256;
 
 /// Work for the apply worker, in stream order.
 enum Item {
-    Apply { name: String, path: PathBuf },
+    Apply { name: String, received: Received },
     Ready,
     Heartbeat(i64),
 }
@@ -379,16 +413,16 @@ fn apply_worker(
         };
         let stopping = failed || stop.load(std::sync::atomic::Ordering::Acquire);
         let out = match item {
-            Item::Apply { path, .. } if stopping => {
-                let _ = std::fs::remove_file(&path);
+            Item::Apply { received, .. } if stopping => {
+                received.discard();
                 continue;
             }
-            Item::Apply { name, path } => {
+            Item::Apply { name, received } => {
                 // What else is waiting for the same database goes with it.
-                let mut paths = vec![path];
-                while paths.len() < APPLY_BATCH {
+                let mut batch = vec![received];
+                while batch.len() < APPLY_BATCH {
                     match queue.try_recv() {
-                        Ok(Item::Apply { name: n, path }) if n == name => paths.push(path),
+                        Ok(Item::Apply { name: n, received }) if n == name => batch.push(received),
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -396,8 +430,7 @@ fn apply_worker(
                         Err(_) => break,
                     }
                 }
-                let (applied, err) = applier.apply_batch(&name, &paths);
-                let n = applied.len();
+                let (applied, err) = applier.apply_batch(&name, batch);
                 for a in applied {
                     tracing::debug!(db = %name, pos = %a.pos, snapshot = a.snapshot, "applied");
                     if done.send(Done::Applied(name.clone(), a)).is_err() {
@@ -407,9 +440,6 @@ fn apply_worker(
                 match err {
                     None => continue,
                     Some(e) => {
-                        for path in &paths[n..] {
-                            let _ = std::fs::remove_file(path);
-                        }
                         failed = true;
                         Done::Failed(name, e)
                     }
@@ -422,6 +452,17 @@ fn apply_worker(
         if done.send(out).is_err() {
             return;
         }
+    }
+}
+
+/// Queues `item` for the apply worker; gives it back if the queue is gone.
+async fn enqueue_item(
+    queue: &Option<tokio::sync::mpsc::Sender<Item>>,
+    item: Item,
+) -> Result<(), tokio::sync::mpsc::error::SendError<Item>> {
+    match queue.as_ref() {
+        Some(q) => q.send(item).await,
+        None => Err(tokio::sync::mpsc::error::SendError(item)),
     }
 }
 
@@ -454,34 +495,57 @@ async fn handle_events(
                 let db = store.create_db(&name)?;
                 *received += 1;
                 let path = db.ltx_dir().join(format!("receiving-{received}.tmp"));
-                let file = File::create(&path).map_err(|source| FollowError::Write {
-                    path: path.clone(),
-                    source,
-                })?;
-                *receiving = Some(Receiving { name, path, file });
+                *receiving = Some(Receiving {
+                    name,
+                    path,
+                    file: None,
+                    data: Vec::new(),
+                });
             }
             Event::LtxData(bytes) => {
                 if let Some(r) = receiving.as_mut() {
-                    r.file
-                        .write_all(&bytes)
-                        .map_err(|source| FollowError::Write {
-                            path: r.path.clone(),
-                            source,
-                        })?;
+                    let write_err = |source| FollowError::Write {
+                        path: r.path.clone(),
+                        source,
+                    };
+                    if r.file.is_none() && r.data.len() + bytes.len() > IN_MEMORY_LTX {
+                        // Large (a snapshot): to disk as it arrives.
+                        let mut f = File::create(&r.path).map_err(write_err)?;
+                        f.write_all(&r.data).map_err(write_err)?;
+                        r.data = Vec::new();
+                        r.file = Some(f);
+                    }
+                    match r.file.as_mut() {
+                        Some(f) => f.write_all(&bytes).map_err(write_err)?,
+                        None => r.data.extend_from_slice(&bytes),
+                    }
                 }
             }
             Event::LtxEnd => {
                 let Some(r) = receiving.take() else {
                     continue;
                 };
-                drop(r.file);
-                if !enqueue(Item::Apply {
-                    name: r.name,
-                    path: r.path.clone(),
-                })
-                .await
+                let received = match r.file {
+                    Some(f) => {
+                        drop(f);
+                        Received::File(r.path)
+                    }
+                    None => Received::Memory {
+                        data: r.data,
+                        spill: r.path,
+                    },
+                };
+                if let Err(tokio::sync::mpsc::error::SendError(Item::Apply { received, .. })) =
+                    enqueue_item(
+                        queue,
+                        Item::Apply {
+                            name: r.name,
+                            received,
+                        },
+                    )
+                    .await
                 {
-                    let _ = std::fs::remove_file(&r.path);
+                    received.discard();
                 }
             }
             Event::Frame(Frame::Ready) => {

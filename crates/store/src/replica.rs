@@ -137,6 +137,24 @@ impl Db {
         } else {
             None
         };
+        self.apply_from(src, data, false, durable)
+    }
+
+    /// [`Db::apply_ltx_with`] for an LTX file received into memory: it is written straight to
+    /// its place in the LTX folder (a crash that cuts it short leaves a file that does not
+    /// verify, which start-up moves aside, and the primary sends it again).
+    pub fn apply_ltx_bytes(&self, data: Vec<u8>, durable: bool) -> Result<Applied> {
+        let label = self.ltx_dir().join("received");
+        self.apply_from(&label, Some(data), true, durable)
+    }
+
+    fn apply_from(
+        &self,
+        src: &Path,
+        data: Option<Vec<u8>>,
+        in_memory: bool,
+        durable: bool,
+    ) -> Result<Applied> {
         let decode_src = |source| Error::Decode {
             db: self.name().to_owned(),
             path: src.to_owned(),
@@ -184,12 +202,23 @@ impl Db {
             }
         }
         let dst = ltx_dir.join(format_filename(h.min_txid, h.max_txid));
-        if durable {
-            File::open(src)
-                .and_then(|f| f.sync_all())
-                .map_err(Error::io("sync", src))?;
+        match (&data, in_memory) {
+            (Some(bytes), true) => {
+                let mut f = File::create(&dst).map_err(Error::io("create", &dst))?;
+                f.write_all(bytes).map_err(Error::io("write", &dst))?;
+                if durable {
+                    f.sync_all().map_err(Error::io("sync", &dst))?;
+                }
+            }
+            _ => {
+                if durable {
+                    File::open(src)
+                        .and_then(|f| f.sync_all())
+                        .map_err(Error::io("sync", src))?;
+                }
+                fs::rename(src, &dst).map_err(Error::io("rename", src))?;
+            }
         }
-        fs::rename(src, &dst).map_err(Error::io("rename", src))?;
         if durable {
             fsutil::sync_dir(&ltx_dir).map_err(Error::io("sync", &ltx_dir))?;
         }
