@@ -311,35 +311,40 @@ async fn follow_loop(
     cancel: CancellationToken,
 ) {
     let first_delay = first_delay.max(Duration::from_millis(100));
+    let ready = Arc::new(ready);
+    let on_event: replica::EventHandler = {
+        let store = store.clone();
+        let ready = ready.clone();
+        Arc::new(move |event: FollowEvent<'_>| match event {
+            FollowEvent::Ready => {
+                store
+                    .status()
+                    .set_primary_timestamp(litefs_store::status::now_ms());
+                if !ready.send_replace(true) {
+                    tracing::info!("caught up with the primary: ready");
+                }
+            }
+            FollowEvent::Heartbeat { timestamp_ms } => {
+                if *ready.borrow() {
+                    store.status().set_primary_timestamp(timestamp_ms);
+                }
+            }
+            FollowEvent::Applied { name, .. } => {
+                if *ready.borrow() {
+                    if let Some(db) = store.db(name) {
+                        store.status().set_primary_timestamp(db.timestamp());
+                    }
+                }
+            }
+        })
+    };
     let mut delay = first_delay;
     loop {
-        let status = store.clone();
-        let ready_ref = &ready;
         let result = replica::follow(
             store.clone(),
             &opts,
             applier.clone(),
-            |event| match event {
-                FollowEvent::Ready => {
-                    status
-                        .status()
-                        .set_primary_timestamp(litefs_store::status::now_ms());
-                    ready_ref.send_replace(true);
-                    tracing::info!("caught up with the primary: ready");
-                }
-                FollowEvent::Heartbeat { timestamp_ms } => {
-                    if *ready_ref.borrow() {
-                        status.status().set_primary_timestamp(timestamp_ms);
-                    }
-                }
-                FollowEvent::Applied { name, .. } => {
-                    if *ready_ref.borrow() {
-                        if let Some(db) = status.db(name) {
-                            status.status().set_primary_timestamp(db.timestamp());
-                        }
-                    }
-                }
-            },
+            on_event.clone(),
             &cancel,
         )
         .await;

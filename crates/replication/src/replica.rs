@@ -221,7 +221,7 @@ pub async fn follow(
     store: Arc<Store>,
     opts: &FollowOptions,
     applier: Arc<dyn Applier>,
-    mut on_event: impl FnMut(FollowEvent<'_>) + Send,
+    on_event: EventHandler,
     cancel: &CancellationToken,
 ) -> Result<Ended, FollowError> {
     let url = opts.url.clone();
@@ -288,7 +288,10 @@ pub async fn follow(
     let worker = {
         let applier = applier.clone();
         let stop = stop.clone();
-        tokio::task::spawn_blocking(move || apply_worker(queue_rx, done_tx, &*applier, &stop))
+        let on_event = on_event.clone();
+        tokio::task::spawn_blocking(move || {
+            apply_worker(queue_rx, done_tx, &*applier, &*on_event, &stop)
+        })
     };
     let mut queue_tx = Some(queue_tx);
     let result = loop {
@@ -296,15 +299,6 @@ pub async fn follow(
             () = cancel.cancelled() => break Ok(Ended::Cancelled),
             done = done_rx.recv() => {
                 match done {
-                    Some(Done::Applied(name, applied)) => {
-                        on_event(FollowEvent::Applied { name: &name, applied: &applied });
-                        continue;
-                    }
-                    Some(Done::Ready) => { on_event(FollowEvent::Ready); continue; }
-                    Some(Done::Heartbeat(ts)) => {
-                        on_event(FollowEvent::Heartbeat { timestamp_ms: ts });
-                        continue;
-                    }
                     Some(Done::Failed(name, source)) => {
                         break Err(FollowError::Apply { db: name, source });
                     }
@@ -358,19 +352,9 @@ pub async fn follow(
     }
     drop(queue_tx);
     let mut result = result;
-    while let Some(done) = done_rx.recv().await {
-        match done {
-            Done::Applied(name, applied) => on_event(FollowEvent::Applied {
-                name: &name,
-                applied: &applied,
-            }),
-            Done::Ready => on_event(FollowEvent::Ready),
-            Done::Heartbeat(ts) => on_event(FollowEvent::Heartbeat { timestamp_ms: ts }),
-            Done::Failed(name, source) => {
-                if result.is_ok() {
-                    result = Err(FollowError::Apply { db: name, source });
-                }
-            }
+    while let Some(Done::Failed(name, source)) = done_rx.recv().await {
+        if result.is_ok() {
+            result = Err(FollowError::Apply { db: name, source });
         }
     }
     let _ = worker.await;
@@ -387,18 +371,20 @@ enum Item {
     Heartbeat(i64),
 }
 
-/// What the apply worker did.
+/// What the apply worker reports back to the stream: only a failure (the rest goes to the
+/// event handler, from the worker's thread).
 enum Done {
-    Applied(String, Applied),
-    Ready,
-    Heartbeat(i64),
     Failed(String, Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// Told what happens on a stream, in order, from the thread that applies transactions.
+pub type EventHandler = Arc<dyn Fn(FollowEvent<'_>) + Send + Sync>;
 
 fn apply_worker(
     mut queue: tokio::sync::mpsc::Receiver<Item>,
     done: tokio::sync::mpsc::UnboundedSender<Done>,
     applier: &dyn Applier,
+    on_event: &(dyn Fn(FollowEvent<'_>) + Send + Sync),
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let mut failed = false;
@@ -433,9 +419,10 @@ fn apply_worker(
                 let (applied, err) = applier.apply_batch(&name, batch);
                 for a in applied {
                     tracing::debug!(db = %name, pos = %a.pos, snapshot = a.snapshot, "applied");
-                    if done.send(Done::Applied(name.clone(), a)).is_err() {
-                        return;
-                    }
+                    on_event(FollowEvent::Applied {
+                        name: &name,
+                        applied: &a,
+                    });
                 }
                 match err {
                     None => continue,
@@ -445,8 +432,14 @@ fn apply_worker(
                     }
                 }
             }
-            Item::Ready if !stopping => Done::Ready,
-            Item::Heartbeat(ts) if !stopping => Done::Heartbeat(ts),
+            Item::Ready if !stopping => {
+                on_event(FollowEvent::Ready);
+                continue;
+            }
+            Item::Heartbeat(ts) if !stopping => {
+                on_event(FollowEvent::Heartbeat { timestamp_ms: ts });
+                continue;
+            }
             Item::Ready | Item::Heartbeat(_) => continue,
         };
         if done.send(out).is_err() {
