@@ -18,58 +18,9 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use litefs_ltx::Pos;
-use support::mount::{line_channel, Client, MountedNode, NodeOptions, Role};
+use support::cluster::{pos_or_zero, primary, replica_of, sql, wait_caught_up, CATCH_UP};
+use support::mount::{line_channel, Client, MountedNode};
 use support::Ran;
-
-/// How long a replica may take to catch up, or an event to arrive.
-const CATCH_UP: Duration = Duration::from_secs(20);
-
-fn primary() -> MountedNode {
-    MountedNode::start()
-}
-
-fn replica_of(primary: &MountedNode) -> MountedNode {
-    MountedNode::start_with(NodeOptions {
-        role: Role::Replica(primary.port()),
-        ..NodeOptions::default()
-    })
-}
-
-/// `<db>-pos` of a node, or zero while the database does not exist there.
-fn pos_or_zero(node: &MountedNode, db: &str) -> Pos {
-    match fs::read_to_string(node.mnt().join(format!("{db}-pos"))) {
-        Ok(text) => text.trim().parse().unwrap(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Pos::ZERO,
-        Err(e) => panic!("read {db}-pos: {e}"),
-    }
-}
-
-/// Waits until the replica has the primary's position of `db`; returns it.
-fn wait_caught_up(primary: &MountedNode, replica: &MountedNode, db: &str) -> Pos {
-    let want = pos_or_zero(primary, db);
-    let until = Instant::now() + CATCH_UP;
-    loop {
-        let have = pos_or_zero(replica, db);
-        if have == want {
-            return want;
-        }
-        assert!(
-            Instant::now() < until,
-            "{db}: replica at {have}, primary at {want} after {CATCH_UP:?}\n\
-             --- replica log ---\n{}\n--- primary log ---\n{}",
-            replica.log(),
-            primary.log()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Runs SQL on a database through a node's mount with the sqlite3 CLI.
-fn sql(node: &MountedNode, db: &str, mode: Option<&str>, sql: &str) -> String {
-    Client::Cli
-        .run(&node.db_path(db), mode, sql)
-        .unwrap_or_else(|e| panic!("sqlite3 {db}: {sql}\n{e}\n--- log ---\n{}", node.log()))
-}
 
 /// Runs SQL on a plain file with the sqlite3 CLI.
 fn sql_file(path: &Path, sql: &str) -> String {
@@ -204,7 +155,7 @@ fn export_gives_the_database_with_its_wal_from_any_node() {
     assert_eq!(dump(&from_primary), dump(&p.db_path("app.db")));
     drop(hold);
 
-    let pos = wait_caught_up(&p, &r, "app.db");
+    let pos = wait_caught_up(&p, &[&r], "app.db");
     let from_replica = out.path().join("replica.db");
     assert_ok(&export(&r, "app.db", &from_replica), &r);
     assert_eq!(
@@ -269,7 +220,7 @@ fn import_replaces_a_database_and_replicates() {
         Some("delete"),
         "CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('a'), ('b'), ('c');",
     );
-    wait_caught_up(&p, &r, "app.db");
+    wait_caught_up(&p, &[&r], "app.db");
     // Both mounts have the old database cached; the replica keeps a connection open.
     assert_eq!(
         sql(&p, "app.db", None, "SELECT group_concat(v) FROM t;"),
@@ -304,7 +255,7 @@ fn import_replaces_a_database_and_replicates() {
 
     for node in [&p, &r] {
         if std::ptr::eq(node, &r) {
-            wait_caught_up(&p, &r, "app.db");
+            wait_caught_up(&p, &[&r], "app.db");
         }
         assert_eq!(
             sql(
@@ -343,7 +294,7 @@ fn import_replaces_a_database_and_replicates() {
     assert!(!out.path().join("wal.db-wal").exists());
     assert_ok(&import(&p, "tenants/acme.db", &wal_file), &p);
     assert_eq!(sql(&p, "tenants/acme.db", None, "SELECT v FROM w;"), "42\n");
-    wait_caught_up(&p, &r, "tenants/acme.db");
+    wait_caught_up(&p, &[&r], "tenants/acme.db");
     assert_eq!(sql(&r, "tenants/acme.db", None, "SELECT v FROM w;"), "42\n");
     r.check_consistent("tenants/acme.db");
     p.check_consistent("tenants/acme.db");
@@ -352,7 +303,7 @@ fn import_replaces_a_database_and_replicates() {
     assert_eq!(fs::read(&exported).unwrap(), fs::read(&wal_file).unwrap());
     // And replaced in its subdirectory.
     assert_ok(&import(&p, "tenants/acme.db", &file), &p);
-    wait_caught_up(&p, &r, "tenants/acme.db");
+    wait_caught_up(&p, &[&r], "tenants/acme.db");
     for node in [&p, &r] {
         assert_eq!(
             sql(node, "tenants/acme.db", None, "SELECT count(*) FROM u;"),
@@ -505,7 +456,7 @@ fn import_on_a_replica_is_refused_naming_the_primary() {
         None,
         "CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('kept');",
     );
-    let pos = wait_caught_up(&p, &r, "app.db");
+    let pos = wait_caught_up(&p, &[&r], "app.db");
     let out = scratch();
     let file = out.path().join("new.db");
     sql_file(&file, "CREATE TABLE u (x); INSERT INTO u VALUES (1);");
@@ -604,7 +555,7 @@ fn events_show_init_then_transactions() {
     assert_eq!(second.txid.get(), 2);
     wait_tx_event(&p_events, &p, "app.db", second);
 
-    wait_caught_up(&p, &r, "app.db");
+    wait_caught_up(&p, &[&r], "app.db");
     wait_tx_event(&r_events, &r, "app.db", second);
 
     r.stop();

@@ -16,61 +16,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use litefs_ltx::Pos;
+use support::cluster::{pos_or_zero, primary, replica_of, sql, wait_caught_up, CATCH_UP};
 use support::mount::{Client, MountedNode, NodeOptions, Role};
 
-/// How long a replica may take to catch up.
-const CATCH_UP: Duration = Duration::from_secs(20);
-
 const MODES: [&str; 4] = ["delete", "truncate", "persist", "wal"];
-
-fn primary() -> MountedNode {
-    MountedNode::start()
-}
-
-fn replica_of(primary: &MountedNode) -> MountedNode {
-    MountedNode::start_with(NodeOptions {
-        role: Role::Replica(primary.port()),
-        ..NodeOptions::default()
-    })
-}
-
-/// `<db>-pos` of a node, or zero while the database does not exist there.
-fn pos_or_zero(node: &MountedNode, db: &str) -> Pos {
-    match fs::read_to_string(node.mnt().join(format!("{db}-pos"))) {
-        Ok(text) => text.trim().parse().unwrap(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Pos::ZERO,
-        Err(e) => panic!("read {db}-pos: {e}"),
-    }
-}
-
-/// Waits until every replica has the primary's position of `db`; returns it.
-fn wait_caught_up(primary: &MountedNode, replicas: &[&MountedNode], db: &str) -> Pos {
-    let want = pos_or_zero(primary, db);
-    let until = Instant::now() + CATCH_UP;
-    for r in replicas {
-        loop {
-            let have = pos_or_zero(r, db);
-            if have == want {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "{db}: replica at {have}, primary at {want} after {CATCH_UP:?}\n\
-                 --- replica log ---\n{}\n--- primary log ---\n{}",
-                r.log(),
-                primary.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    want
-}
-
-fn sql(node: &MountedNode, db: &str, mode: Option<&str>, sql: &str) -> String {
-    Client::Cli
-        .run(&node.db_path(db), mode, sql)
-        .unwrap_or_else(|e| panic!("sqlite3 {db}: {sql}\n{e}\n--- log ---\n{}", node.log()))
-}
 
 fn count(node: &MountedNode, db: &str) -> String {
     sql(
@@ -673,7 +622,11 @@ fn garbage_from_the_primary_is_rejected_and_nothing_applied() {
     cut.extend_from_slice(b"LTX1");
     for (what, body, expect) in [
         ("not an LTX file", not_ltx, "apply an LTX file to db"),
-        ("unknown frame type", unknown_type, "unknown stream frame type 99"),
+        (
+            "unknown frame type",
+            unknown_type,
+            "unknown stream frame type 99",
+        ),
         ("cut short", cut, "bad stream"),
     ] {
         let fake = FakePrimary::start(body);

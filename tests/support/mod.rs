@@ -69,4 +69,5 @@ pub fn sqlite3(db: &Path, sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+pub mod cluster;
 pub mod mount;

@@ -93,23 +93,21 @@ impl Drop for Locked {
     }
 }
 
-/// Takes an OFD lock on `len` bytes at `start`, retrying until `deadline`. Returns false if
-/// other processes still held conflicting locks then.
-fn ofd_lock(
+/// Tries to take an OFD lock on `len` bytes at `start` of `file` (`kind`: `F_RDLCK` or
+/// `F_WRLCK`); `false` if another open file description holds a conflicting one.
+pub(crate) fn try_ofd_lock(
     file: &File,
-    kind: libc::c_short,
+    kind: libc::c_int,
     start: i64,
     len: i64,
-    deadline: Instant,
 ) -> io::Result<bool> {
     let mut fl = libc::flock {
-        l_type: kind,
+        l_type: kind as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
         l_start: start,
         l_len: len,
         l_pid: 0,
     };
-    let mut pause = Duration::from_micros(200);
     loop {
         // SAFETY: `file` is an open descriptor for the call's duration and `fl` a valid,
         // initialised flock that the kernel only reads.
@@ -121,8 +119,25 @@ fn ofd_lock(
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN | libc::EACCES) => {}
+            Some(libc::EAGAIN | libc::EACCES) => return Ok(false),
             _ => return Err(e),
+        }
+    }
+}
+
+/// Takes an OFD lock on `len` bytes at `start`, retrying until `deadline`. Returns false if
+/// other processes still held conflicting locks then.
+fn ofd_lock(
+    file: &File,
+    kind: libc::c_short,
+    start: i64,
+    len: i64,
+    deadline: Instant,
+) -> io::Result<bool> {
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if try_ofd_lock(file, libc::c_int::from(kind), start, len)? {
+            return Ok(true);
         }
         if Instant::now() >= deadline {
             return Ok(false);

@@ -37,7 +37,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Write};
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
@@ -601,28 +600,7 @@ struct Excluded {
 
 /// Tries to take an OFD lock; `false` if another holds a conflicting one.
 fn try_lock(file: &File, kind: libc::c_int, start: i64, len: i64) -> io::Result<bool> {
-    let mut fl = libc::flock {
-        l_type: kind as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: start,
-        l_len: len,
-        l_pid: 0,
-    };
-    loop {
-        // SAFETY: `file` is an open descriptor for the call's duration and `fl` a valid,
-        // initialised flock that the kernel only reads.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN | libc::EACCES) => return Ok(false),
-            Some(libc::EINTR) => continue,
-            _ => return Err(e),
-        }
-    }
+    crate::apply::try_ofd_lock(file, kind, start, len)
 }
 
 /// Waits until no transaction is in progress on database `name` and keeps new ones from

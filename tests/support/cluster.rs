@@ -1,0 +1,67 @@
+//! Helpers for tests with several nodes on 127.0.0.1 (static lease): start a primary and its
+//! replicas, read positions, wait for replicas to catch up.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use litefs_ltx::Pos;
+
+use super::mount::{Client, MountedNode, NodeOptions, Role};
+
+/// How long a replica may take to catch up (or an awaited event to arrive).
+pub const CATCH_UP: Duration = Duration::from_secs(20);
+
+/// A primary with default options.
+pub fn primary() -> MountedNode {
+    MountedNode::start()
+}
+
+/// A replica following `primary`.
+pub fn replica_of(primary: &MountedNode) -> MountedNode {
+    MountedNode::start_with(NodeOptions {
+        role: Role::Replica(primary.port()),
+        ..NodeOptions::default()
+    })
+}
+
+/// `<db>-pos` of a node, or zero while the database does not exist there.
+pub fn pos_or_zero(node: &MountedNode, db: &str) -> Pos {
+    match fs::read_to_string(node.mnt().join(format!("{db}-pos"))) {
+        Ok(text) => text.trim().parse().unwrap(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Pos::ZERO,
+        Err(e) => panic!("read {db}-pos: {e}"),
+    }
+}
+
+/// Waits until every replica has the primary's position of `db`; returns it.
+pub fn wait_caught_up(primary: &MountedNode, replicas: &[&MountedNode], db: &str) -> Pos {
+    let want = pos_or_zero(primary, db);
+    let until = Instant::now() + CATCH_UP;
+    for r in replicas {
+        loop {
+            let have = pos_or_zero(r, db);
+            if have == want {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "{db}: replica at {have}, primary at {want} after {CATCH_UP:?}\n\
+                 --- replica log ---\n{}\n--- primary log ---\n{}",
+                r.log(),
+                primary.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    want
+}
+
+/// Runs SQL on a database through a node's mount with the sqlite3 CLI; fails the test with the
+/// node's log if it fails.
+pub fn sql(node: &MountedNode, db: &str, mode: Option<&str>, sql: &str) -> String {
+    Client::Cli
+        .run(&node.db_path(db), mode, sql)
+        .unwrap_or_else(|e| panic!("sqlite3 {db}: {sql}\n{e}\n--- log ---\n{}", node.log()))
+}
