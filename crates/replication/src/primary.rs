@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Frame, PosMap, MAX_CHUNK_LEN};
 
-/// How many body pieces (each at most one frame or one 64 KiB chunk) may wait for a replica:
-/// at most about 4 MiB per replica.
+/// How many body pieces may wait for a replica. A piece is at most 256 KiB (small LTX files
+/// joined, or one 64 KiB chunk of a larger one), so a replica holds at most 16 MiB of the
+/// primary's memory.
 pub const STREAM_BUFFER: usize = 64;
 
 /// After a round that sent transactions, the next round waits until this long after it: a
@@ -285,8 +286,20 @@ impl Streamer {
         };
         let reached = match chain {
             Chain::Pieces(pieces, reached) => {
+                // Small files go together as one message (one write to the connection).
+                let mut joined: Vec<u8> = Vec::new();
                 for piece in pieces {
-                    self.send(piece).await?;
+                    if !joined.is_empty() && joined.len() + piece.len() > JOIN_LIMIT {
+                        self.send(std::mem::take(&mut joined)).await?;
+                    }
+                    if joined.is_empty() {
+                        joined = piece;
+                    } else {
+                        joined.extend_from_slice(&piece);
+                    }
+                }
+                if !joined.is_empty() {
+                    self.send(joined).await?;
                 }
                 reached
             }
@@ -349,8 +362,12 @@ impl Streamer {
 /// How many LTX files one blocking task sends at most.
 const SEND_BATCH: usize = 256;
 
-/// Files up to this size are read into memory once, verified and sent from there.
-const IN_MEMORY_LTX: u64 = 16 << 20;
+/// Files up to this size are read into memory once, verified and sent from there (larger
+/// ones go in chunks of at most 64 KiB).
+const IN_MEMORY_LTX: u64 = JOIN_LIMIT as u64;
+
+/// Files sent in one round are joined into messages of up to this size.
+const JOIN_LIMIT: usize = 256 << 10;
 
 /// At most this many files are read on the stream's own task (more go to a blocking thread).
 const INLINE_FILES: usize = 8;
