@@ -72,6 +72,32 @@ fn replicas_follow_the_primary_in_every_journal_mode() {
         .parse()
         .unwrap();
     assert!((0..5_000).contains(&lag), ".lag {lag}");
+    // The metrics say the same, with LiteFS's names.
+    let metrics = |node: &MountedNode| {
+        let out = Command::new("curl")
+            .args(["-s", &format!("{}/metrics", node.url())])
+            .output()
+            .expect("run curl");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let on_primary = metrics(&p);
+    assert!(on_primary.contains("litefs_is_primary 1"), "{on_primary}");
+    assert!(on_primary.contains("litefs_subscriber_count 2"), "{on_primary}");
+    assert!(on_primary.contains("litefs_http_stream_count 2"), "{on_primary}");
+    assert!(
+        on_primary.contains("litefs_db_commit_count{db=\"wal.db\"} 7"),
+        "{on_primary}"
+    );
+    let on_replica = metrics(&r1);
+    assert!(on_replica.contains("litefs_is_primary 0"), "{on_replica}");
+    assert!(
+        on_replica.contains("litefs_db_txid{db=\"delete.db\"} 6"),
+        "{on_replica}"
+    );
+    assert!(
+        on_replica.contains("litefs_db_ltx_count{db=\"wal.db\"} 7"),
+        "{on_replica}"
+    );
 }
 
 /// A replica that joins late gets a snapshot (every page, TXIDs 1 to the primary's), then

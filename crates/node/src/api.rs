@@ -412,6 +412,72 @@ impl Api {
                 db.published().txid.get()
             );
         }
+        gauge(
+            &mut out,
+            "litefs_http_stream_count",
+            "Open /stream responses on this node.",
+        );
+        let _ = writeln!(
+            out,
+            "litefs_http_stream_count {}",
+            self.streams.lock().unwrap_or_else(|e| e.into_inner()).len()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP litefs_db_commit_count Transactions committed or applied since the node \
+             started.\n# TYPE litefs_db_commit_count counter"
+        );
+        for db in &dbs {
+            let _ = writeln!(
+                out,
+                "litefs_db_commit_count{{db=\"{}\"}} {}",
+                escape_label(db.name()),
+                db.commit_count()
+            );
+        }
+        gauge(
+            &mut out,
+            "litefs_db_ltx_count",
+            "LTX files kept for the database.",
+        );
+        let sizes: Vec<(u64, u64)> = dbs.iter().map(|db| ltx_usage(db.ltx_dir())).collect();
+        for (db, (count, _)) in dbs.iter().zip(&sizes) {
+            let _ = writeln!(
+                out,
+                "litefs_db_ltx_count{{db=\"{}\"}} {count}",
+                escape_label(db.name())
+            );
+        }
+        gauge(
+            &mut out,
+            "litefs_db_ltx_bytes",
+            "Bytes of the LTX files kept for the database.",
+        );
+        for (db, (_, bytes)) in dbs.iter().zip(&sizes) {
+            let _ = writeln!(
+                out,
+                "litefs_db_ltx_bytes{{db=\"{}\"}} {bytes}",
+                escape_label(db.name())
+            );
+        }
+        gauge(
+            &mut out,
+            "litefs_db_lag_seconds",
+            "On a replica, seconds since the primary committed the newest transaction applied.",
+        );
+        let primary = *self.primary.borrow();
+        for db in &dbs {
+            let lag = if primary || db.timestamp() == 0 {
+                0.0
+            } else {
+                (litefs_store::status::now_ms() - db.timestamp()).max(0) as f64 / 1000.0
+            };
+            let _ = writeln!(
+                out,
+                "litefs_db_lag_seconds{{db=\"{}\"}} {lag}",
+                escape_label(db.name())
+            );
+        }
         let mut resp = Response::new(Full::new(Bytes::from(out)).boxed());
         resp.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
@@ -419,6 +485,19 @@ impl Api {
         );
         resp
     }
+}
+
+/// How many LTX files a database keeps, and their total size.
+fn ltx_usage(dir: &std::path::Path) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".ltx")))
+        .fold((0, 0), |(n, b), e| {
+            (n + 1, b + e.metadata().map_or(0, |m| m.len()))
+        })
 }
 
 /// A Prometheus label value: backslash, quote and newline escaped.

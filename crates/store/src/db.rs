@@ -302,6 +302,8 @@ pub struct Db {
     /// The position of the newest LTX file written (behind `pos` while WAL-mode files wait for
     /// the LTX writer thread): what can be streamed.
     published: Mutex<Pos>,
+    /// Transactions published since the process started.
+    commits: std::sync::atomic::AtomicU64,
 }
 
 /// Reads a page for an LTX file: its number, where it is, and the buffer to fill.
@@ -419,6 +421,7 @@ impl Db {
             ltx_writer: Mutex::new(()),
             unsynced: Mutex::new(Vec::new()),
             published: Mutex::new(Pos::ZERO),
+            commits: std::sync::atomic::AtomicU64::new(0),
         };
         {
             let mut inner = db.lock();
@@ -441,10 +444,22 @@ impl Db {
 
     /// Records that the LTX files up to `pos` are written, and tells the observer.
     pub(crate) fn publish(&self, pos: Pos) {
-        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = pos;
+        {
+            let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+            let added = pos.txid.get().saturating_sub(published.txid.get());
+            self.commits
+                .fetch_add(added, std::sync::atomic::Ordering::Relaxed);
+            *published = pos;
+        }
         if let Some(observer) = self.opts.observer.get() {
             (observer.0)(&self.name);
         }
+    }
+
+    /// Transactions published (committed here, or applied from the primary) since the process
+    /// started.
+    pub fn commit_count(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fails with [`Error::ReadOnly`] on a replica.
