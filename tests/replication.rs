@@ -82,8 +82,14 @@ fn replicas_follow_the_primary_in_every_journal_mode() {
     };
     let on_primary = metrics(&p);
     assert!(on_primary.contains("litefs_is_primary 1"), "{on_primary}");
-    assert!(on_primary.contains("litefs_subscriber_count 2"), "{on_primary}");
-    assert!(on_primary.contains("litefs_http_stream_count 2"), "{on_primary}");
+    assert!(
+        on_primary.contains("litefs_subscriber_count 2"),
+        "{on_primary}"
+    );
+    assert!(
+        on_primary.contains("litefs_http_stream_count 2"),
+        "{on_primary}"
+    );
     assert!(
         on_primary.contains("litefs_db_commit_count{db=\"wal.db\"} 7"),
         "{on_primary}"

@@ -82,7 +82,7 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         })
         .context("start the signal thread")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .thread_name("litefs-rs")
         .build()

@@ -160,10 +160,20 @@ impl Db {
             path: src.to_owned(),
             source,
         };
+        // A file in memory is decoded (and so verified) once, here, with its pages kept.
+        let mut decoded: Option<Vec<(PageNum, Vec<u8>)>> = None;
         let (h, t) = match &data {
             Some(bytes) => {
-                let (h, t, _) = litefs_ltx::verify(&bytes[..]).map_err(decode_src)?;
-                (h, t)
+                let mut dec = Decoder::new(&bytes[..]).map_err(decode_src)?;
+                let ps = dec.header().page_size.bytes();
+                let mut pages = Vec::with_capacity(dec.page_count() as usize);
+                let mut buf = vec![0u8; ps];
+                while let Some(pgno) = dec.next_page(&mut buf).map_err(decode_src)? {
+                    pages.push((pgno, buf.clone()));
+                }
+                let t = dec.finish().map_err(decode_src)?;
+                decoded = Some(pages);
+                (*dec.header(), t)
             }
             None => read_ltx(self, src)?,
         };
@@ -234,30 +244,47 @@ impl Db {
             path: dst.clone(),
             source,
         };
-        let reader: Box<dyn std::io::Read> = match data {
-            Some(bytes) => Box::new(std::io::Cursor::new(bytes)),
-            None => Box::new(BufReader::with_capacity(
-                1 << 20,
-                File::open(&dst).map_err(Error::io("open", &dst))?,
-            )),
-        };
-        let mut dec = Decoder::new(reader).map_err(decode)?;
-        let mut buf = vec![0u8; ps.bytes()];
+        drop(data);
         let mut pages = Vec::new();
         let written = (|| {
-            while let Some(pgno) = dec.next_page(&mut buf).map_err(decode)? {
+            let mut put = |inner: &mut crate::db::Inner, pgno: PageNum, buf: &[u8]| {
                 inner
                     .db
-                    .write_all_at(&buf, ps.offset_of(pgno))
+                    .write_all_at(buf, ps.offset_of(pgno))
                     .map_err(Error::io("write", &db_path))?;
-                inner.sums.set(pgno, checksum_page(pgno, &buf));
+                inner.sums.set(pgno, checksum_page(pgno, buf));
                 pages.push(pgno);
+                Ok::<(), Error>(())
+            };
+            match decoded {
+                Some(decoded) => {
+                    for (pgno, buf) in &decoded {
+                        put(&mut inner, *pgno, buf)?;
+                    }
+                }
+                None => {
+                    let f = File::open(&dst).map_err(Error::io("open", &dst))?;
+                    let mut dec =
+                        Decoder::new(BufReader::with_capacity(1 << 20, f)).map_err(decode)?;
+                    let mut buf = vec![0u8; ps.bytes()];
+                    while let Some(pgno) = dec.next_page(&mut buf).map_err(decode)? {
+                        put(&mut inner, pgno, &buf)?;
+                    }
+                    dec.finish().map_err(decode)?;
+                }
             }
-            dec.finish().map_err(decode)?;
-            inner
+            let len = u64::from(h.commit) * u64::from(ps.get());
+            let current = inner
                 .db
-                .set_len(u64::from(h.commit) * u64::from(ps.get()))
-                .map_err(Error::io("truncate", &db_path))?;
+                .metadata()
+                .map_err(Error::io("stat", &db_path))?
+                .len();
+            if current != len {
+                inner
+                    .db
+                    .set_len(len)
+                    .map_err(Error::io("truncate", &db_path))?;
+            }
             inner.sums.set_len(h.commit);
             if durable {
                 inner.db.sync_data().map_err(Error::io("sync", &db_path))?;
