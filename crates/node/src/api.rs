@@ -44,6 +44,8 @@ pub struct Api {
     pub(crate) mount_dir: String,
     /// Tells the kernel what an import changed.
     pub(crate) invalidator: litefs_fuse::Invalidator,
+    /// What the streams send, built once per LTX file.
+    pub(crate) file_cache: Arc<primary::FileCache>,
     /// Replicas streaming now, by node id.
     pub(crate) streams: Mutex<HashSet<NodeId>>,
     pub(crate) cancel: CancellationToken,
@@ -315,6 +317,7 @@ impl Api {
                 compress: self.compress,
                 filter,
                 peer: peer.to_string(),
+                cache: self.file_cache.clone(),
             },
             self.changes.clone(),
             self.cancel.child_token(),

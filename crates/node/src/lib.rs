@@ -211,6 +211,7 @@ pub async fn run(
         candidate: opts.candidate,
         mount_dir: mount_dir.display().to_string(),
         invalidator: mount.invalidator(),
+        file_cache: Arc::default(),
         streams: Mutex::new(HashSet::new()),
         cancel: cancel.clone(),
         tracker: tracker.clone(),

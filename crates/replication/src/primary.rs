@@ -30,6 +30,59 @@ pub const BURST_WINDOW: Duration = Duration::from_millis(1);
 /// How often an idle stream sends a heartbeat (LiteFS's `HeartbeatInterval`).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The messages recently built from LTX files (frame, chunked body, HWM frame), shared by every
+/// stream of a node: each file is read and verified once however many replicas receive it.
+#[derive(Debug, Default)]
+pub struct FileCache {
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    entries: std::collections::HashMap<(String, u64), Cached>,
+    order: std::collections::VecDeque<(String, u64)>,
+    bytes: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Cached {
+    /// The checksum the file applies to.
+    pre: litefs_ltx::Checksum,
+    /// The position it reaches.
+    after: Pos,
+    piece: Bytes,
+}
+
+/// How much [`FileCache`] keeps: entries and bytes.
+const CACHE_ENTRIES: usize = 4096;
+const CACHE_BYTES: usize = 64 << 20;
+
+impl FileCache {
+    fn get(&self, db: &str, txid: TXID) -> Option<Cached> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.entries.get(&(db.to_owned(), txid.get())).cloned()
+    }
+
+    fn put(&self, db: &str, txid: TXID, entry: Cached) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (db.to_owned(), txid.get());
+        inner.bytes += entry.piece.len();
+        if let Some(old) = inner.entries.insert(key.clone(), entry) {
+            inner.bytes -= old.piece.len();
+        } else {
+            inner.order.push_back(key);
+        }
+        while inner.order.len() > CACHE_ENTRIES || inner.bytes > CACHE_BYTES {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = inner.entries.remove(&oldest) {
+                inner.bytes -= old.piece.len();
+            }
+        }
+    }
+}
+
 /// What a stream needs to know.
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
@@ -39,6 +92,8 @@ pub struct StreamOptions {
     pub filter: Vec<String>,
     /// Names the replica in logs.
     pub peer: String,
+    /// Shared by the node's streams.
+    pub cache: Arc<FileCache>,
 }
 
 /// Why a stream stopped.
@@ -275,31 +330,37 @@ impl Streamer {
         from: Pos,
     ) -> Result<Option<Pos>, StreamError> {
         let db = name.to_owned();
+        let cache = self.opts.cache.clone();
         // A few small files, just written, are in the page cache: reading them here costs less
         // than a hop to a blocking thread.
         let chain = if paths.len() <= INLINE_FILES {
-            build_chain(&db, &paths, from)?
+            build_chain(&db, &paths, from, &cache)?
         } else {
-            tokio::task::spawn_blocking(move || build_chain(&db, &paths, from))
+            tokio::task::spawn_blocking(move || build_chain(&db, &paths, from, &cache))
                 .await
                 .map_err(|e| StreamError::Join(e.to_string()))??
         };
         let reached = match chain {
             Chain::Pieces(pieces, reached) => {
                 // Small files go together as one message (one write to the connection).
-                let mut joined: Vec<u8> = Vec::new();
-                for piece in pieces {
-                    if !joined.is_empty() && joined.len() + piece.len() > JOIN_LIMIT {
-                        self.send(std::mem::take(&mut joined)).await?;
+                if pieces.len() == 1 {
+                    for piece in pieces {
+                        self.tx
+                            .send(piece)
+                            .await
+                            .map_err(|_| StreamError::Disconnected)?;
                     }
-                    if joined.is_empty() {
-                        joined = piece;
-                    } else {
+                } else {
+                    let mut joined: Vec<u8> = Vec::new();
+                    for piece in pieces {
+                        if !joined.is_empty() && joined.len() + piece.len() > JOIN_LIMIT {
+                            self.send(std::mem::take(&mut joined)).await?;
+                        }
                         joined.extend_from_slice(&piece);
                     }
-                }
-                if !joined.is_empty() {
-                    self.send(joined).await?;
+                    if !joined.is_empty() {
+                        self.send(joined).await?;
+                    }
                 }
                 reached
             }
@@ -376,17 +437,34 @@ const INLINE_FILES: usize = 8;
 enum Chain {
     /// One piece per file (frame, chunked body, HWM frame) and the position they reach
     /// (`None` if the first file did not continue the replica's position).
-    Pieces(Vec<Vec<u8>>, Option<Pos>),
+    Pieces(Vec<Bytes>, Option<Pos>),
     /// The first file is too large to hold in memory: it goes the streaming way.
     Large(PathBuf),
 }
 
 /// Reads and verifies `paths` in order while each continues the position before it.
-fn build_chain(name: &str, paths: &[PathBuf], from: Pos) -> Result<Chain, StreamError> {
+fn build_chain(
+    name: &str,
+    paths: &[PathBuf],
+    from: Pos,
+    cache: &FileCache,
+) -> Result<Chain, StreamError> {
     let mut at = from;
     let mut reached = None;
     let mut pieces = Vec::new();
     for (i, path) in paths.iter().enumerate() {
+        let txid = at.txid.next().unwrap_or(TXID::ONE);
+        // A message built for another stream (an entry of another history does not continue
+        // this position: the file is read again).
+        if let Some(hit) = cache
+            .get(name, txid)
+            .filter(|h| h.pre == at.post_apply_checksum)
+        {
+            pieces.push(hit.piece);
+            at = hit.after;
+            reached = Some(at);
+            continue;
+        }
         let read_err = |source| StreamError::Read {
             path: path.clone(),
             source,
@@ -420,8 +498,19 @@ fn build_chain(name: &str, paths: &[PathBuf], from: Pos) -> Result<Chain, Stream
             name: name.to_owned(),
         }
         .encode(&mut piece);
+        let piece = Bytes::from(piece);
+        let after = Pos::new(header.max_txid, trailer.post_apply_checksum);
+        cache.put(
+            name,
+            header.min_txid,
+            Cached {
+                pre: header.pre_apply_checksum,
+                after,
+                piece: piece.clone(),
+            },
+        );
         pieces.push(piece);
-        at = Pos::new(header.max_txid, trailer.post_apply_checksum);
+        at = after;
         reached = Some(at);
     }
     Ok(Chain::Pieces(pieces, reached))
