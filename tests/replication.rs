@@ -16,7 +16,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use litefs_ltx::Pos;
-use support::cluster::{pos_or_zero, primary, replica_of, sql, wait_caught_up, CATCH_UP};
+use support::cluster::{
+    metrics, pos_or_zero, primary, replica_of, sql, wait_caught_up, wait_metric, CATCH_UP,
+};
 use support::mount::{Client, MountedNode, NodeOptions, Role};
 
 const MODES: [&str; 4] = ["delete", "truncate", "persist", "wal"];
@@ -73,13 +75,6 @@ fn replicas_follow_the_primary_in_every_journal_mode() {
         .unwrap();
     assert!((0..5_000).contains(&lag), ".lag {lag}");
     // The metrics say the same, with LiteFS's names.
-    let metrics = |node: &MountedNode| {
-        let out = Command::new("curl")
-            .args(["-s", &format!("{}/metrics", node.url())])
-            .output()
-            .expect("run curl");
-        String::from_utf8(out.stdout).unwrap()
-    };
     let on_primary = metrics(&p);
     assert!(on_primary.contains("litefs_is_primary 1"), "{on_primary}");
     assert!(
@@ -478,18 +473,7 @@ fn duplicate_and_self_streams_are_refused() {
         .arg(&url)
         .spawn()
         .unwrap();
-    let until = Instant::now() + CATCH_UP;
-    loop {
-        let metrics = Command::new("curl")
-            .args(["-s", &format!("{}/metrics", p.url())])
-            .output()
-            .expect("run curl");
-        if String::from_utf8_lossy(&metrics.stdout).contains("litefs_subscriber_count 1") {
-            break;
-        }
-        assert!(Instant::now() < until, "the first stream never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_metric(&p, "litefs_subscriber_count 1");
     let second = post("0000000000000002", "5");
     let _ = first.kill();
     let _ = first.wait();
@@ -532,11 +516,8 @@ fn a_reader_on_a_replica_sees_one_state_until_its_transaction_ends() {
         let first = lines.recv_timeout(CATCH_UP).unwrap();
         assert_eq!(first, "1", "{mode}");
         sql(&p, &db, Some(mode), "INSERT INTO t VALUES (2);");
-        // The primary moved on; the replica must not show it while the reader is in its
-        // transaction. Something not happening can only be watched for a while.
-        let primary_pos = pos_or_zero(&p, &db);
-        assert!(primary_pos.txid > before.txid);
-        std::thread::sleep(Duration::from_millis(300));
+        // The replica received it, and holds it back while the reader is in its transaction.
+        wait_metric(&r, "litefs_replica_queued_count 1");
         assert_eq!(
             pos_or_zero(&r, &db),
             before,

@@ -65,3 +65,29 @@ pub fn sql(node: &MountedNode, db: &str, mode: Option<&str>, sql: &str) -> Strin
         .run(&node.db_path(db), mode, sql)
         .unwrap_or_else(|e| panic!("sqlite3 {db}: {sql}\n{e}\n--- log ---\n{}", node.log()))
 }
+
+/// The node's `/metrics` text.
+pub fn metrics(node: &MountedNode) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("{}/metrics", node.url())])
+        .output()
+        .expect("run curl");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Waits until the node's `/metrics` has the line `line`.
+pub fn wait_metric(node: &MountedNode, line: &str) {
+    let until = Instant::now() + CATCH_UP;
+    loop {
+        let text = metrics(node);
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "no {line:?} in /metrics after {CATCH_UP:?}:\n{text}\n--- log ---\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

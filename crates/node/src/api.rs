@@ -353,133 +353,119 @@ impl Api {
     fn metrics(&self) -> Response<ApiBody> {
         let mut out = String::new();
         let dbs = self.store.dbs();
-        let gauge = |out: &mut String, name: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        };
-        gauge(&mut out, "litefs_db_count", "Number of databases.");
-        let _ = writeln!(
-            out,
-            "litefs_db_count {}",
-            dbs.iter().filter(|d| d.is_present()).count()
-        );
-        gauge(
-            &mut out,
-            "litefs_is_primary",
-            "1 if this node is the primary.",
-        );
-        let _ = writeln!(
-            out,
-            "litefs_is_primary {}",
-            u8::from(*self.primary.borrow())
-        );
-        gauge(
-            &mut out,
-            "litefs_subscriber_count",
-            "Replicas streaming from this node.",
-        );
-        let _ = writeln!(
-            out,
-            "litefs_subscriber_count {}",
-            self.streams.lock().unwrap_or_else(|e| e.into_inner()).len()
-        );
-        gauge(
-            &mut out,
-            "litefs_lag_seconds",
-            "Replication lag in seconds (-1 before the node is ready).",
-        );
-        let lag = self
-            .store
-            .status()
-            .lag_ms()
-            .map_or(-1.0, |ms| ms as f64 / 1000.0);
-        let _ = writeln!(out, "litefs_lag_seconds {lag}");
-        gauge(&mut out, "litefs_db_txid", "The database's transaction id.");
-        for db in &dbs {
-            let _ = writeln!(
-                out,
-                "litefs_db_txid{{db=\"{}\"}} {}",
-                escape_label(db.name()),
-                db.pos().txid.get()
-            );
-        }
-        gauge(
-            &mut out,
-            "litefs_db_published_txid",
-            "The transaction id whose LTX file was written last (what replicas can receive).",
-        );
-        for db in &dbs {
-            let _ = writeln!(
-                out,
-                "litefs_db_published_txid{{db=\"{}\"}} {}",
-                escape_label(db.name()),
-                db.published().txid.get()
-            );
-        }
-        gauge(
-            &mut out,
-            "litefs_http_stream_count",
-            "Open /stream responses on this node.",
-        );
-        let _ = writeln!(
-            out,
-            "litefs_http_stream_count {}",
-            self.streams.lock().unwrap_or_else(|e| e.into_inner()).len()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP litefs_db_commit_count Transactions committed or applied since the node \
-             started.\n# TYPE litefs_db_commit_count counter"
-        );
-        for db in &dbs {
-            let _ = writeln!(
-                out,
-                "litefs_db_commit_count{{db=\"{}\"}} {}",
-                escape_label(db.name()),
-                db.commit_count()
-            );
-        }
-        gauge(
-            &mut out,
-            "litefs_db_ltx_count",
-            "LTX files kept for the database.",
-        );
-        let sizes: Vec<(u64, u64)> = dbs.iter().map(|db| ltx_usage(db.ltx_dir())).collect();
-        for (db, (count, _)) in dbs.iter().zip(&sizes) {
-            let _ = writeln!(
-                out,
-                "litefs_db_ltx_count{{db=\"{}\"}} {count}",
-                escape_label(db.name())
-            );
-        }
-        gauge(
-            &mut out,
-            "litefs_db_ltx_bytes",
-            "Bytes of the LTX files kept for the database.",
-        );
-        for (db, (_, bytes)) in dbs.iter().zip(&sizes) {
-            let _ = writeln!(
-                out,
-                "litefs_db_ltx_bytes{{db=\"{}\"}} {bytes}",
-                escape_label(db.name())
-            );
-        }
-        gauge(
-            &mut out,
-            "litefs_db_lag_seconds",
-            "On a replica, seconds since the primary committed the newest transaction applied.",
-        );
+        let status = self.store.status();
         let primary = *self.primary.borrow();
-        for db in &dbs {
-            let lag = if primary || db.timestamp() == 0 {
-                0.0
-            } else {
-                (litefs_store::status::now_ms() - db.timestamp()).max(0) as f64 / 1000.0
-            };
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let lag = status.lag_ms().map_or(-1.0, |ms| ms as f64 / 1000.0);
+        let sizes: Vec<(u64, u64)> = dbs.iter().map(|db| ltx_usage(db.ltx_dir())).collect();
+        let node: [(&str, &str, &str, String); 6] = [
+            (
+                "litefs_db_count",
+                "gauge",
+                "Number of databases.",
+                dbs.iter().filter(|d| d.is_present()).count().to_string(),
+            ),
+            (
+                "litefs_is_primary",
+                "gauge",
+                "1 if this node is the primary.",
+                u8::from(primary).to_string(),
+            ),
+            (
+                "litefs_subscriber_count",
+                "gauge",
+                "Replicas streaming from this node.",
+                streams.to_string(),
+            ),
+            (
+                "litefs_http_stream_count",
+                "gauge",
+                "Open /stream responses on this node.",
+                streams.to_string(),
+            ),
+            (
+                "litefs_lag_seconds",
+                "gauge",
+                "Replication lag in seconds (-1 before the node is ready).",
+                lag.to_string(),
+            ),
+            (
+                "litefs_replica_queued_count",
+                "gauge",
+                "On a replica, transactions received and waiting to be applied (a local read \
+                 transaction holds them up).",
+                status.queued_applies().to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in node {
             let _ = writeln!(
                 out,
-                "litefs_db_lag_seconds{{db=\"{}\"}} {lag}",
-                escape_label(db.name())
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
+        }
+        let now = litefs_store::status::now_ms();
+        let per_db: [PerDb<'_>; 7] = [
+            (
+                "litefs_db_txid",
+                "gauge",
+                "The database's transaction id.",
+                &|i| dbs[i].pos().txid.get().to_string(),
+            ),
+            (
+                "litefs_db_published_txid",
+                "gauge",
+                "The transaction id whose LTX file was written last (what replicas can receive).",
+                &|i| dbs[i].published().txid.get().to_string(),
+            ),
+            (
+                "litefs_db_commit_count",
+                "counter",
+                "Transactions committed or applied since the node started.",
+                &|i| dbs[i].commit_count().to_string(),
+            ),
+            (
+                "litefs_db_ltx_count",
+                "gauge",
+                "LTX files kept for the database.",
+                &|i| sizes[i].0.to_string(),
+            ),
+            (
+                "litefs_db_ltx_bytes",
+                "gauge",
+                "Bytes of the LTX files kept for the database.",
+                &|i| sizes[i].1.to_string(),
+            ),
+            (
+                "litefs_db_lag_seconds",
+                "gauge",
+                "On a replica, seconds since the primary committed the newest transaction applied.",
+                &|i| {
+                    let ts = dbs[i].timestamp();
+                    let lag = if primary || ts == 0 {
+                        0.0
+                    } else {
+                        (now - ts).max(0) as f64 / 1000.0
+                    };
+                    lag.to_string()
+                },
+            ),
+            (
+                "litefs_db_present",
+                "gauge",
+                "1 while the database exists in the mount.",
+                &|i| u8::from(dbs[i].is_present()).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in per_db {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (i, db) in dbs.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{db=\"{}\"}} {}",
+                    escape_label(db.name()),
+                    value(i)
+                );
+            }
         }
         let mut resp = Response::new(Full::new(Bytes::from(out)).boxed());
         resp.headers_mut().insert(
@@ -489,6 +475,9 @@ impl Api {
         resp
     }
 }
+
+/// A per-database metric: name, type, help, and its value for the database at an index.
+type PerDb<'a> = (&'a str, &'a str, &'a str, &'a dyn Fn(usize) -> String);
 
 /// How many LTX files a database keeps, and their total size.
 fn ltx_usage(dir: &std::path::Path) -> (u64, u64) {

@@ -289,8 +289,16 @@ pub async fn follow(
         let applier = applier.clone();
         let stop = stop.clone();
         let on_event = on_event.clone();
+        let store = store.clone();
         tokio::task::spawn_blocking(move || {
-            apply_worker(queue_rx, done_tx, &*applier, &*on_event, &stop)
+            apply_worker(
+                queue_rx,
+                done_tx,
+                &*applier,
+                &*on_event,
+                store.status(),
+                &stop,
+            )
         })
     };
     let mut queue_tx = Some(queue_tx);
@@ -358,6 +366,7 @@ pub async fn follow(
         }
     }
     let _ = worker.await;
+    store.status().clear_queued();
     result
 }
 
@@ -385,6 +394,7 @@ fn apply_worker(
     done: tokio::sync::mpsc::UnboundedSender<Done>,
     applier: &dyn Applier,
     on_event: &(dyn Fn(FollowEvent<'_>) + Send + Sync),
+    status: &litefs_store::Status,
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let mut failed = false;
@@ -401,6 +411,7 @@ fn apply_worker(
         let out = match item {
             Item::Apply { received, .. } if stopping => {
                 received.discard();
+                status.add_queued(-1);
                 continue;
             }
             Item::Apply { name, received } => {
@@ -416,7 +427,9 @@ fn apply_worker(
                         Err(_) => break,
                     }
                 }
+                let taken = i64::try_from(batch.len()).unwrap_or(i64::MAX);
                 let (applied, err) = applier.apply_batch(&name, batch);
+                status.add_queued(-taken);
                 for a in applied {
                     tracing::debug!(db = %name, pos = %a.pos, snapshot = a.snapshot, "applied");
                     on_event(FollowEvent::Applied {
@@ -528,6 +541,7 @@ async fn handle_events(
                         spill: r.path,
                     },
                 };
+                store.status().add_queued(1);
                 if let Err(tokio::sync::mpsc::error::SendError(Item::Apply { received, .. })) =
                     enqueue_item(
                         queue,
@@ -539,6 +553,7 @@ async fn handle_events(
                     .await
                 {
                     received.discard();
+                    store.status().add_queued(-1);
                 }
             }
             Event::Frame(Frame::Ready) => {

@@ -16,6 +16,8 @@ pub struct Status {
     /// [`NOT_READY`], 0 on the primary, else the primary's clock (ms since the epoch) at its
     /// last heartbeat or transaction seen.
     primary_timestamp: AtomicI64,
+    /// Transactions received from the primary and not applied yet.
+    queued: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Status {
@@ -23,6 +25,7 @@ impl Default for Status {
         Status {
             primary: RwLock::new(None),
             primary_timestamp: AtomicI64::new(NOT_READY),
+            queued: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -57,6 +60,30 @@ impl Status {
     /// heartbeat or transaction received.
     pub fn set_primary_timestamp(&self, ms: i64) {
         self.primary_timestamp.store(ms, Ordering::Release);
+    }
+
+    /// Transactions received from the primary and not applied yet.
+    pub fn queued_applies(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// One more transaction received (`1`) or one applied or dropped (`-1`).
+    pub fn add_queued(&self, delta: i64) {
+        if delta >= 0 {
+            self.queued
+                .fetch_add(delta.unsigned_abs(), Ordering::AcqRel);
+        } else {
+            let _ = self
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(delta.unsigned_abs()))
+                });
+        }
+    }
+
+    /// Nothing is waiting to be applied any more (the connection that received it ended).
+    pub fn clear_queued(&self) {
+        self.queued.store(0, Ordering::Release);
     }
 
     /// Replication lag in milliseconds: 0 on the primary, `None` before the node is ready.
