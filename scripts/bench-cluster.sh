@@ -18,6 +18,9 @@
 #   --keep                  keep the work dir (databases, LTX files, logs)
 #   --workdir DIR           use DIR (must not exist or be empty) instead of .cache/bench/cluster-*
 #   --mount-debug           run the nodes with --debug (debug-level logs)
+#   --journaled-fs          put the work dir on a fresh ext4 file system with a journal (an
+#                           8 GiB sparse image under .cache/bench/, loop-mounted, removed at
+#                           the end), as a volume usually is; see bench/README.md for why
 # Everything else goes to bench/cluster_bench.py, e.g. --replicas 2, --rate-repeat 5,
 # --seq-inserts 1000, --burst-inserts 5000, --modes wal, --only sequential,burst
 # (see `python3 bench/cluster_bench.py --help`).
@@ -38,6 +41,7 @@ die() {
 
 compress=true
 keep=0
+journaled=0
 pass=()
 workdir=""
 while (($# > 0)); do
@@ -45,11 +49,12 @@ while (($# > 0)); do
     --compress) (($# >= 2)) || die "--compress needs true or false"; compress=$2; shift 2 ;;
     --compress=*) compress=${1#*=}; shift ;;
     --keep) keep=1; shift ;;
+    --journaled-fs) journaled=1; shift ;;
     --mount-debug) pass+=(--node-debug); shift ;;
     --workdir) (($# >= 2)) || die "--workdir needs a directory"; workdir=$2; shift 2 ;;
     --workdir=*) workdir=${1#*=}; shift ;;
     -h | --help)
-      sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       echo
       exec python3 bench/cluster_bench.py --help
       ;;
@@ -72,8 +77,28 @@ build="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 dirty=$(git status --porcelain -- crates litefs-rs Cargo.toml Cargo.lock 2>/dev/null | wc -l)
 if ((dirty > 0)); then build+=" + uncommitted changes in $dirty file(s) under crates/, litefs-rs/, Cargo.*"; fi
 
+stamp="$(date +%Y%m%d-%H%M%S)-$$"
+fs_image=""
+fs_dir=""
+if ((journaled)); then
+  [[ -z $workdir ]] || die "--journaled-fs and --workdir exclude each other"
+  command -v mkfs.ext4 >/dev/null || die "--journaled-fs needs mkfs.ext4 (Debian: e2fsprogs)"
+  mkdir -p "$repo/.cache/bench"
+  fs_image="$repo/.cache/bench/fs-$stamp.img"
+  fs_dir="$repo/.cache/bench/fs-$stamp"
+  truncate -s 8G "$fs_image"
+  mkfs.ext4 -q -F "$fs_image"
+  mkdir -p "$fs_dir"
+  mount -o loop "$fs_image" "$fs_dir" || {
+    rm -f "$fs_image"
+    rmdir "$fs_dir"
+    die "could not loop-mount $fs_image"
+  }
+  workdir="$fs_dir/cluster"
+  build+="; work dir on a fresh journaled ext4 image (loop device)"
+fi
 if [[ -z $workdir ]]; then
-  workdir="$repo/.cache/bench/cluster-$(date +%Y%m%d-%H%M%S)-$$"
+  workdir="$repo/.cache/bench/cluster-$stamp"
 fi
 mkdir -p "$workdir"
 workdir=$(cd "$workdir" && pwd)
@@ -172,6 +197,15 @@ cleanup() {
     say "not removing $workdir: a node's mount is still mounted"
   else
     rm -rf "$workdir"
+  fi
+  if [[ -n $fs_dir ]]; then
+    if ((keep)); then
+      say "the work dir is on $fs_dir (loop-mounted $fs_image): umount it and remove both when done"
+    elif ((still)); then
+      say "not unmounting $fs_dir: a node's mount is still mounted"
+    else
+      umount "$fs_dir" && rmdir "$fs_dir" && rm -f "$fs_image"
+    fi
   fi
   say "total run time (including build): $(awk -v a="$t_begin" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f s", b - a }')"
   exit "$status"

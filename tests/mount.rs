@@ -802,6 +802,82 @@ fn compressed_ltx_files() {
     node.check_consistent("wal");
 }
 
+/// A burst of WAL commits shares LTX files (each named by its TXID range) while TXIDs still
+/// count transactions; a commit after a pause gets a file of its own; the files verify, chain,
+/// rebuild the database, and survive a restart.
+#[test]
+fn a_burst_of_wal_commits_shares_ltx_files() {
+    const BURST: u64 = 3000;
+    // strict-verify writes every LTX file at its commit: no batching then.
+    let mut node = MountedNode::start_with(NodeOptions {
+        compress: true,
+        strict_verify: false,
+        ..NodeOptions::default()
+    });
+    let base = init_mode(&node, "db", "wal");
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        "wal",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        1,
+    );
+    let conn = rusqlite::Connection::open(node.db_path("db")).unwrap();
+    conn.execute_batch("PRAGMA synchronous = NORMAL;").unwrap();
+    for i in 0..BURST {
+        conn.execute("INSERT INTO t (v) VALUES (randomblob(100))", [])
+            .unwrap_or_else(|e| panic!("insert {i}: {e}"));
+    }
+    drop(conn);
+    let end = base + 1 + BURST;
+    assert_eq!(node.txid("db"), end, "one TXID per transaction");
+    let pos = node.check_consistent("db");
+    let files = node.check_ltx_chain("db", pos);
+    assert!(
+        files < end,
+        "{end} transactions in {files} LTX files: the burst was not batched"
+    );
+    // One transaction after a pause: its own file, written without waiting for another.
+    let before = node.txid("db");
+    step(
+        &node,
+        "db",
+        Client::Cli,
+        "wal",
+        "INSERT INTO t (v) VALUES (randomblob(100));",
+        1,
+    );
+    let single = format!("{:016x}-{:016x}.ltx", before + 1, before + 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node
+        .ltx_files("db")
+        .iter()
+        .any(|f| f.file_name().is_some_and(|n| n.to_string_lossy() == single))
+    {
+        assert!(Instant::now() < deadline, "no {single} after a lone commit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    node.check_consistent("db");
+    // Replayed from nothing, the files give the same database.
+    let replay = tempfile::tempdir().unwrap();
+    let out = Command::new(support::bin())
+        .args(["ltx", "apply", "-db"])
+        .arg(replay.path().join("db"))
+        .args(node.ltx_files("db"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ltx apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.restart();
+    let again = node.check_consistent("db");
+    assert_eq!(again.txid.get(), before + 1);
+    assert_eq!(count(&node, "db", "t"), BURST + 1);
+}
+
 /// The writer for the crash loop: inserts ids `start, start+1, ...` in autocommit
 /// transactions and prints each id once its commit has returned.
 const CRASH_WRITER: &str = r#"

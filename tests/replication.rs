@@ -101,6 +101,55 @@ fn replicas_follow_the_primary_in_every_journal_mode() {
     );
 }
 
+/// A burst of WAL commits on the primary travels as the primary's range files: each replica
+/// ends with the same LTX files (names, so the same TXID boundaries everywhere), the same
+/// position and the same rows, with fewer files than transactions.
+#[test]
+fn a_burst_of_wal_commits_replicates_as_range_files() {
+    const BURST: u64 = 3000;
+    // strict-verify writes every LTX file at its commit: no batching then.
+    let p = MountedNode::start_with(NodeOptions {
+        strict_verify: false,
+        ..NodeOptions::default()
+    });
+    let r1 = replica_of(&p);
+    let r2 = replica_of(&p);
+    sql(
+        &p,
+        "db",
+        Some("wal"),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+    );
+    let conn = rusqlite::Connection::open(p.db_path("db")).unwrap();
+    conn.execute_batch("PRAGMA synchronous = NORMAL;").unwrap();
+    for i in 0..BURST {
+        conn.execute("INSERT INTO t (v) VALUES (randomblob(100))", [])
+            .unwrap_or_else(|e| panic!("insert {i}: {e}"));
+    }
+    drop(conn);
+    let pos = wait_caught_up(&p, &[&r1, &r2], "db");
+    assert_eq!(pos.txid.get(), 2 + BURST, "one TXID per transaction");
+    let names = |n: &MountedNode| -> Vec<String> {
+        n.ltx_files("db")
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    let on_primary = names(&p);
+    assert!(
+        (on_primary.len() as u64) < pos.txid.get(),
+        "{} transactions in {} LTX files: the burst was not batched",
+        pos.txid,
+        on_primary.len()
+    );
+    for r in [&r1, &r2] {
+        assert_eq!(names(r), on_primary, "a replica's LTX files");
+        assert_eq!(count(r, "db"), count(&p, "db"));
+        r.check_consistent("db");
+    }
+    p.check_consistent("db");
+}
+
 /// A replica that joins late gets a snapshot (every page, TXIDs 1 to the primary's), then
 /// the transactions that follow one by one.
 #[test]

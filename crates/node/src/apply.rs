@@ -9,6 +9,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,8 +57,8 @@ pub struct MountApplier {
     store: Arc<Store>,
     mnt: PathBuf,
     invalidator: Invalidator,
-    /// When applied files were last made durable, and whether some are not yet.
-    last_sync: Arc<std::sync::Mutex<(Instant, bool)>>,
+    /// Whether some applied files are not durable yet (the sync loop makes them so).
+    unsynced: Arc<AtomicBool>,
     /// Files of the mount kept open to take locks on (opening one is a round trip through
     /// the mount): by database, the database file or its WAL index.
     open: Arc<std::sync::Mutex<OpenFiles>>,
@@ -154,7 +155,7 @@ impl MountApplier {
             store,
             mnt,
             invalidator,
-            last_sync: Arc::new(std::sync::Mutex::new((Instant::now(), false))),
+            unsynced: Arc::default(),
             open: Arc::default(),
         }
     }
@@ -331,34 +332,27 @@ impl MountApplier {
         }
         drop(locked);
         // Readers need not wait for the disk, and neither does the next transaction: the
-        // applied files are synced at most every SYNC_INTERVAL (and at shutdown). A machine
-        // crash loses at most that much, which the primary sends again.
+        // node's sync loop makes applied files durable every SYNC_INTERVAL (and at shutdown),
+        // on its own thread. A machine crash loses at most that much, which the primary sends
+        // again.
         if !done.is_empty() {
-            let mut last = self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
-            if last.0.elapsed() >= SYNC_INTERVAL {
-                if let Err(e) = db.sync_applied() {
-                    failure.get_or_insert(ApplyError::from(e));
-                }
-                *last = (Instant::now(), false);
-            } else {
-                last.1 = true;
-            }
+            self.unsynced.store(true, Ordering::Release);
         }
         (done, failure)
     }
 
     /// Makes applied files durable if some are not (called every [`SYNC_INTERVAL`]).
     pub fn sync_if_needed(&self) -> Result<(), ApplyError> {
-        let mut last = self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
-        if last.1 {
-            litefs_store::fsutil::sync_filesystem(self.store.dbs_dir()).map_err(|e| {
-                litefs_store::Error::Io {
+        // Cleared first: what is applied while the sync runs is synced next time.
+        if self.unsynced.swap(false, Ordering::AcqRel) {
+            if let Err(e) = litefs_store::fsutil::sync_filesystem(self.store.dbs_dir()) {
+                self.unsynced.store(true, Ordering::Release);
+                return Err(ApplyError::Store(litefs_store::Error::Io {
                     op: "sync",
                     path: self.store.dbs_dir().to_owned(),
                     source: e,
-                }
-            })?;
-            *last = (Instant::now(), false);
+                }));
+            }
         }
         Ok(())
     }

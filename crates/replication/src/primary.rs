@@ -285,8 +285,17 @@ impl Streamer {
                         let Some(next) = txid.next().and_then(|t| db.ltx_file(t)) else {
                             break;
                         };
+                        // A file may hold several transactions (a TXID range).
+                        let Some(max) = next
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .and_then(|n| litefs_ltx::parse_filename(n).ok())
+                            .map(|(_, max)| max)
+                        else {
+                            break;
+                        };
                         paths.push(next);
-                        txid = txid.next().unwrap_or(txid);
+                        txid = max;
                     }
                     self.send_files(name, paths, have).await?
                 }

@@ -21,7 +21,7 @@ use std::io::{self, BufWriter};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use litefs_ltx::{
     checksum_page, format_filename, Checksum, Encoder, Flags, Header, NodeId, PageNum, PageSize,
@@ -32,6 +32,39 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::sums::PageSums;
 use crate::wal::{self, Frame, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+
+/// In a burst of WAL commits, the LTX writer writes a database's queued transactions at most
+/// every [`LTX_BATCH_WINDOW`] times the number of transactions the previous file held, up to
+/// [`LTX_BATCH_WINDOW_MAX`], as one file of several transactions (a TXID range): one file to
+/// create, one message per replica and one apply there instead of one per transaction. A
+/// commit that comes after a pause is written at once, so one transaction at a time is never
+/// delayed; a burst is, by at most the longest window.
+pub const LTX_BATCH_WINDOW: Duration = Duration::from_millis(1);
+/// The longest wait of a burst's transactions for their LTX file (see [`LTX_BATCH_WINDOW`]).
+pub const LTX_BATCH_WINDOW_MAX: Duration = Duration::from_millis(8);
+
+/// When the LTX writer last wrote a database's file, and how many transactions it held.
+#[derive(Debug, Default)]
+pub(crate) struct LastWrite {
+    at: Option<Instant>,
+    txns: usize,
+}
+
+impl LastWrite {
+    /// When the next file may be written: see [`LTX_BATCH_WINDOW`].
+    fn next_due(&self) -> Option<Instant> {
+        let n = u32::try_from(self.txns.max(1)).unwrap_or(u32::MAX);
+        let window = LTX_BATCH_WINDOW.saturating_mul(n).min(LTX_BATCH_WINDOW_MAX);
+        self.at.map(|t| t + window)
+    }
+}
+
+/// The most transactions, and the most pages, that one WAL-mode LTX file holds.
+const BATCH_TXNS: usize = 256;
+const BATCH_PAGES: usize = 4096;
+
+/// How many range files [`Db::ltx_file`] remembers.
+const RANGES_KEPT: usize = 4096;
 
 /// The most pages one write or transaction may add to a database. A bound, so that a write at
 /// an absurd offset (or a crafted WAL frame) cannot make the checksum table exhaust memory.
@@ -296,7 +329,10 @@ pub struct Db {
     /// The WAL holds their pages until it restarts, and it cannot restart before this is empty.
     deferred: Mutex<VecDeque<Deferred>>,
     /// Held while LTX files from `deferred` are written, so they are written in order.
-    ltx_writer: Mutex<()>,
+    ltx_writer: Mutex<LastWrite>,
+    /// LTX files of several transactions written or received by this process, by first TXID
+    /// (the last one as value): a file of one transaction is found by its name alone.
+    ranges: Mutex<BTreeMap<u64, u64>>,
     /// LTX files written without a sync (WAL mode); synced before the WAL moves on.
     unsynced: Mutex<Vec<PathBuf>>,
     /// The position of the newest LTX file written (behind `pos` while WAL-mode files wait for
@@ -418,7 +454,8 @@ impl Db {
             opts,
             inner: Mutex::new(inner),
             deferred: Mutex::new(VecDeque::new()),
-            ltx_writer: Mutex::new(()),
+            ltx_writer: Mutex::new(LastWrite::default()),
+            ranges: Mutex::new(BTreeMap::new()),
             unsynced: Mutex::new(Vec::new()),
             published: Mutex::new(Pos::ZERO),
             commits: std::sync::atomic::AtomicU64::new(0),
@@ -1503,6 +1540,8 @@ impl Db {
             return Ok(());
         };
         {
+            // The newest transaction is never written with older ones (see `write_queued`):
+            // it is still queued, or alone in its file.
             let _writer = self.ltx_writer.lock().unwrap_or_else(|e| e.into_inner());
             let mut queue = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
             let queued = queue.back().is_some_and(|d| d.header.max_txid == undo.txid);
@@ -1726,46 +1765,141 @@ impl Db {
     }
 
     /// Writes the LTX files of committed WAL transactions that are still waiting, in order.
-    /// On an error the file stays queued, to be tried again.
+    /// On an error the transactions stay queued, to be tried again.
     pub(crate) fn flush_deferred(&self) -> Result<()> {
-        let _writer = self.ltx_writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.ltx_writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_queued(&mut last, true)
+    }
+
+    /// When the LTX writer thread should next write this database's queued transactions:
+    /// at once after a pause, or a window after the previous file in a burst (see
+    /// [`LTX_BATCH_WINDOW`]). `None` when nothing is queued.
+    pub(crate) fn ltx_due(&self) -> Option<Instant> {
+        let due = self
+            .ltx_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_due();
+        if self
+            .deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return None;
+        }
+        Some(due.unwrap_or_else(Instant::now))
+    }
+
+    /// The LTX writer thread's turn: writes what is queued if it is due (see
+    /// [`Db::ltx_due`]). The newest transaction stays queued when older ones go, so that the
+    /// next commits of a burst join it.
+    pub(crate) fn write_due(&self) -> Result<()> {
+        let mut last = self.ltx_writer.lock().unwrap_or_else(|e| e.into_inner());
+        if last.next_due().is_some_and(|t| t > Instant::now()) {
+            return Ok(());
+        }
+        self.write_queued(&mut last, false)
+    }
+
+    /// Writes queued transactions in order, consecutive ones together (see [`batch_len`]).
+    /// The newest transaction is never written with older ones, since it may still be
+    /// retracted (`retract_last_wal_commit`), which must find it queued or alone in its file.
+    /// With `all` it is then written alone; otherwise it stays queued if others went.
+    fn write_queued(&self, last: &mut LastWrite, all: bool) -> Result<()> {
+        let mut wrote = false;
         loop {
-            let item = self
-                .deferred
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front();
-            let Some(item) = item else {
-                return Ok(());
+            let batch: Vec<Deferred> = {
+                let mut queue = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+                let n = match queue.len() {
+                    0 => return Ok(()),
+                    1 if wrote && !all => return Ok(()),
+                    1 => 1,
+                    len => batch_len(queue.range(..len - 1)),
+                };
+                queue.drain(..n).collect()
             };
-            let wal_path = self.path(FileKind::Wal);
-            let written = self.encode_ltx_file(
-                &item.header,
-                &item.pages,
-                item.post,
-                false,
-                &mut |_, at, buf| {
-                    item.wal
-                        .read_exact_at(buf, at)
-                        .map_err(Error::io("read", &wal_path))
-                },
-            );
-            match written {
-                Ok(path) => {
-                    self.unsynced
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(path);
-                    self.publish(Pos::new(item.header.max_txid, item.post));
+            let txns = batch.len();
+            if let Err((e, batch)) = self.write_batch(batch) {
+                let mut queue = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+                for item in batch.into_iter().rev() {
+                    queue.push_front(item);
                 }
-                Err(e) => {
-                    self.deferred
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_front(item);
-                    return Err(e);
-                }
+                return Err(e);
             }
+            wrote = true;
+            *last = LastWrite {
+                at: Some(Instant::now()),
+                txns,
+            };
+        }
+    }
+
+    /// Writes one LTX file for `batch` (consecutive transactions of one WAL, see
+    /// [`batch_len`]): the newest version of each page it wrote. On an error the batch is
+    /// given back.
+    fn write_batch(&self, batch: Vec<Deferred>) -> std::result::Result<(), (Error, Vec<Deferred>)> {
+        let (Some(first), Some(newest)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        let mut header = first.header;
+        header.max_txid = newest.header.max_txid;
+        header.commit = newest.header.commit;
+        header.timestamp = newest.header.timestamp;
+        header.wal_size = newest
+            .header
+            .wal_offset
+            .saturating_add(newest.header.wal_size)
+            .saturating_sub(first.header.wal_offset);
+        let post = newest.post;
+        // Page -> (checksum, offset, which transaction's WAL handle).
+        let mut pages: BTreeMap<PageNum, (Checksum, u64, usize)> = BTreeMap::new();
+        for (i, item) in batch.iter().enumerate() {
+            for &(pgno, sum, at) in &item.pages {
+                pages.insert(pgno, (sum, at, i));
+            }
+        }
+        let list: Vec<(PageNum, Checksum, u64)> = pages
+            .iter()
+            .map(|(&pgno, &(sum, at, _))| (pgno, sum, at))
+            .collect();
+        let wal_path = self.path(FileKind::Wal);
+        let written = self.encode_ltx_file(&header, &list, post, false, &mut |pgno, at, buf| {
+            let i = pages.get(&pgno).map_or(0, |&(_, _, i)| i);
+            batch[i]
+                .wal
+                .read_exact_at(buf, at)
+                .map_err(Error::io("read", &wal_path))
+        });
+        match written {
+            Ok(path) => {
+                self.unsynced
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(path);
+                self.remember_range(header.min_txid, header.max_txid);
+                self.publish(Pos::new(header.max_txid, post));
+                Ok(())
+            }
+            Err(e) => Err((e, batch)),
+        }
+    }
+
+    /// The last TXID of a range file starting at `min` that this process wrote or received.
+    pub(crate) fn range_from(&self, min: TXID) -> Option<TXID> {
+        let ranges = self.ranges.lock().unwrap_or_else(|e| e.into_inner());
+        ranges.get(&min.get()).map(|&max| TXID::new(max))
+    }
+
+    /// Records that the LTX file of `min..=max` exists (for [`Db::ltx_file`]).
+    pub(crate) fn remember_range(&self, min: TXID, max: TXID) {
+        if min == max {
+            return;
+        }
+        let mut ranges = self.ranges.lock().unwrap_or_else(|e| e.into_inner());
+        ranges.insert(min.get(), max.get());
+        while ranges.len() > RANGES_KEPT {
+            ranges.pop_first();
         }
     }
 
@@ -1849,5 +1983,107 @@ impl Db {
             }
         }
         Ok(removed)
+    }
+}
+
+/// How many of `queued` (oldest first) go into one LTX file: consecutive transactions of the
+/// same WAL (same salts and page size) while the database does not shrink (a page cut off and
+/// grown back would otherwise keep its old content on a replica), at most [`BATCH_TXNS`]
+/// transactions and [`BATCH_PAGES`] page writes. At least one.
+fn batch_len<'a>(queued: impl Iterator<Item = &'a Deferred>) -> usize {
+    let mut n = 0;
+    let mut pages = 0;
+    let mut prev: Option<&Header> = None;
+    for item in queued {
+        let h = &item.header;
+        if let Some(p) = prev {
+            let joins = h.page_size == p.page_size
+                && h.wal_salt1 == p.wal_salt1
+                && h.wal_salt2 == p.wal_salt2
+                && h.commit >= p.commit
+                && h.commit > 0
+                && p.max_txid.next() == Some(h.min_txid)
+                && n < BATCH_TXNS
+                && pages + item.pages.len() <= BATCH_PAGES;
+            if !joins {
+                break;
+            }
+        }
+        pages += item.pages.len();
+        n += 1;
+        prev = Some(h);
+    }
+    n.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn queued(txid: u64, commit: u32, salts: (u32, u32), pages: usize) -> Deferred {
+        let ps = PageSize::new(4096).unwrap();
+        let mut header = Header::new(ps, commit, TXID::new(txid), TXID::new(txid));
+        header.wal_salt1 = salts.0;
+        header.wal_salt2 = salts.1;
+        Deferred {
+            header,
+            post: Checksum::ZERO,
+            pages: (1..=pages)
+                .map(|p| (PageNum::new(p as u32).unwrap(), Checksum::ZERO, 0))
+                .collect(),
+            wal: tempfile::tempfile().unwrap(),
+        }
+    }
+
+    #[test]
+    fn consecutive_transactions_of_one_wal_go_together() {
+        let q: Vec<Deferred> = (2..12).map(|t| queued(t, 10, (1, 2), 2)).collect();
+        assert_eq!(batch_len(q.iter()), 10);
+        assert_eq!(batch_len(q.iter().take(1)), 1);
+        assert_eq!(batch_len(std::iter::empty()), 1);
+    }
+
+    #[test]
+    fn a_batch_stops_at_a_new_wal_a_shrink_a_gap_or_a_limit() {
+        // Another WAL (salts).
+        let q = [queued(2, 10, (1, 2), 1), queued(3, 10, (1, 3), 1)];
+        assert_eq!(batch_len(q.iter()), 1);
+        // The database shrank.
+        let q = [queued(2, 10, (1, 2), 1), queued(3, 9, (1, 2), 1)];
+        assert_eq!(batch_len(q.iter()), 1);
+        // Deleted (commit 0).
+        let q = [queued(2, 10, (1, 2), 1), queued(3, 0, (1, 2), 0)];
+        assert_eq!(batch_len(q.iter()), 1);
+        // Not the next TXID.
+        let q = [queued(2, 10, (1, 2), 1), queued(4, 10, (1, 2), 1)];
+        assert_eq!(batch_len(q.iter()), 1);
+        // Growing is fine.
+        let q = [queued(2, 10, (1, 2), 1), queued(3, 11, (1, 2), 1)];
+        assert_eq!(batch_len(q.iter()), 2);
+        // At most BATCH_TXNS transactions and BATCH_PAGES page writes.
+        let q: Vec<Deferred> = (2..2 + BATCH_TXNS as u64 + 5)
+            .map(|t| queued(t, 10, (1, 2), 1))
+            .collect();
+        assert_eq!(batch_len(q.iter()), BATCH_TXNS);
+        let big = BATCH_PAGES / 2 + 1;
+        let q = [queued(2, 10, (1, 2), big), queued(3, 10, (1, 2), big)];
+        assert_eq!(batch_len(q.iter()), 1);
+    }
+
+    #[test]
+    fn the_window_grows_with_the_previous_file_up_to_its_bound() {
+        let at = Instant::now();
+        let w = |txns| {
+            LastWrite { at: Some(at), txns }
+                .next_due()
+                .unwrap()
+                .duration_since(at)
+        };
+        assert_eq!(w(1), LTX_BATCH_WINDOW);
+        assert_eq!(w(3), LTX_BATCH_WINDOW * 3);
+        assert_eq!(w(1000), LTX_BATCH_WINDOW_MAX);
+        assert_eq!(LastWrite::default().next_due(), None);
     }
 }

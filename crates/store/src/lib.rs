@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use db::{content_of, Content, Db, FileKind, JournalMode, Observer};
 use db::{DbOptions, Wake};
@@ -78,16 +78,27 @@ impl LtxWriter {
         let thread = thread::Builder::new()
             .name("ltx-writer".into())
             .spawn(move || {
-                while !stopping.load(Ordering::Acquire) {
-                    wake.wait(LTX_WRITER_IDLE);
-                    let dbs: Vec<Arc<Db>> = dbs
-                        .read()
+                let list = || -> Vec<Arc<Db>> {
+                    dbs.read()
                         .unwrap_or_else(|e| e.into_inner())
                         .values()
                         .cloned()
-                        .collect();
-                    for db in dbs {
-                        if let Err(e) = db.flush_deferred() {
+                        .collect()
+                };
+                let mut failed = false;
+                while !stopping.load(Ordering::Acquire) {
+                    // In a burst, sleep through the commits until the first database is due
+                    // (they queue meanwhile); otherwise wait for a commit.
+                    let now = Instant::now();
+                    match list().iter().filter_map(|db| db.ltx_due()).min() {
+                        Some(due) if !failed && due > now => thread::sleep(due - now),
+                        Some(_) if !failed => {}
+                        _ => wake.wait(LTX_WRITER_IDLE),
+                    }
+                    failed = false;
+                    for db in list() {
+                        if let Err(e) = db.write_due() {
+                            failed = true;
                             tracing::warn!(db = %db.name(), "failed to write an LTX file (will retry): {}", error::chain(&e));
                         }
                     }

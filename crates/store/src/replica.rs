@@ -232,6 +232,9 @@ impl Db {
         if durable {
             fsutil::sync_dir(&ltx_dir).map_err(Error::io("sync", &ltx_dir))?;
         }
+        if !snapshot {
+            self.remember_range(h.min_txid, h.max_txid);
+        }
 
         // The pages.
         let ps = h.page_size;
@@ -474,9 +477,17 @@ impl Db {
         Ok(header)
     }
 
-    /// The LTX file holding exactly transaction `txid` (not a range), if this node has it.
+    /// The LTX file that starts at transaction `txid`: the file of that transaction alone, or
+    /// a file of several from it that this process wrote or received. `None` if there is no
+    /// such file, or only one this process does not know of (a range file from before it
+    /// started: look in the folder).
     pub fn ltx_file(&self, txid: TXID) -> Option<PathBuf> {
         let path = self.ltx_dir().join(format_filename(txid, txid));
+        if path.exists() {
+            return Some(path);
+        }
+        let max = self.range_from(txid)?;
+        let path = self.ltx_dir().join(format_filename(txid, max));
         path.exists().then_some(path)
     }
 }
