@@ -823,13 +823,7 @@ fn a_burst_of_wal_commits_shares_ltx_files() {
         "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
         1,
     );
-    let conn = rusqlite::Connection::open(node.db_path("db")).unwrap();
-    conn.execute_batch("PRAGMA synchronous = NORMAL;").unwrap();
-    for i in 0..BURST {
-        conn.execute("INSERT INTO t (v) VALUES (randomblob(100))", [])
-            .unwrap_or_else(|e| panic!("insert {i}: {e}"));
-    }
-    drop(conn);
+    support::mount::insert_burst(&node.db_path("db"), BURST);
     let end = base + 1 + BURST;
     assert_eq!(node.txid("db"), end, "one TXID per transaction");
     let pos = node.check_consistent("db");

@@ -792,3 +792,14 @@ impl MountedNode {
         node
     }
 }
+
+/// Commits `n` autocommit single-row inserts of 100 random bytes into table `t` (`v BLOB`) of
+/// the database at `db`, back to back on one rusqlite connection with `synchronous=NORMAL`.
+pub fn insert_burst(db: &Path, n: u64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch("PRAGMA synchronous = NORMAL;").unwrap();
+    for i in 0..n {
+        conn.execute("INSERT INTO t (v) VALUES (randomblob(100))", [])
+            .unwrap_or_else(|e| panic!("insert {i} into {}: {e}", db.display()));
+    }
+}

@@ -297,7 +297,7 @@ impl Streamer {
                         paths.push(next);
                         txid = max;
                     }
-                    self.send_files(name, paths, have).await?
+                    self.send_files(&db, paths, have).await?
                 }
                 _ => Some(self.send_snapshot(&db).await?),
             };
@@ -334,21 +334,23 @@ impl Streamer {
     /// Returns the position reached, or `None` if the first file did not continue `from`.
     async fn send_files(
         &mut self,
-        name: &str,
+        db: &Arc<Db>,
         paths: Vec<PathBuf>,
         from: Pos,
     ) -> Result<Option<Pos>, StreamError> {
-        let db = name.to_owned();
+        let name = db.name().to_owned();
         let cache = self.opts.cache.clone();
-        // A few small files, just written, are in the page cache: reading them here costs less
-        // than a hop to a blocking thread.
+        // A few small files, just written, are in memory or in the page cache: reading them
+        // here costs less than a hop to a blocking thread.
         let chain = if paths.len() <= INLINE_FILES {
-            build_chain(&db, &paths, from, &cache)?
+            build_chain(db, &paths, from, &cache)?
         } else {
+            let db = db.clone();
             tokio::task::spawn_blocking(move || build_chain(&db, &paths, from, &cache))
                 .await
                 .map_err(|e| StreamError::Join(e.to_string()))??
         };
+        let name = name.as_str();
         let reached = match chain {
             Chain::Pieces(pieces, reached) => {
                 // Small files go together as one message (one write to the connection).
@@ -451,13 +453,16 @@ enum Chain {
     Large(PathBuf),
 }
 
-/// Reads and verifies `paths` in order while each continues the position before it.
+/// Reads and verifies `paths` (LTX files of `db`) in order while each continues the position
+/// before it. A file this process wrote moments ago comes from memory (as written, so not
+/// verified again).
 fn build_chain(
-    name: &str,
+    db: &Db,
     paths: &[PathBuf],
     from: Pos,
     cache: &FileCache,
 ) -> Result<Chain, StreamError> {
+    let name = db.name();
     let mut at = from;
     let mut reached = None;
     let mut pieces = Vec::new();
@@ -474,26 +479,33 @@ fn build_chain(
             reached = Some(at);
             continue;
         }
-        let read_err = |source| StreamError::Read {
-            path: path.clone(),
-            source,
-        };
-        let len = std::fs::metadata(path).map_err(read_err)?.len();
-        if len > IN_MEMORY_LTX {
-            if i == 0 {
-                return Ok(Chain::Large(path.clone()));
+        let (header, post, data) = match db.recent_ltx(txid) {
+            Some(r) => (r.header, r.post, LtxBytes::Recent(r.bytes)),
+            None => {
+                let read_err = |source| StreamError::Read {
+                    path: path.clone(),
+                    source,
+                };
+                let len = std::fs::metadata(path).map_err(read_err)?.len();
+                if len > IN_MEMORY_LTX {
+                    if i == 0 {
+                        return Ok(Chain::Large(path.clone()));
+                    }
+                    break;
+                }
+                let data = std::fs::read(path).map_err(read_err)?;
+                let (header, trailer, _) =
+                    litefs_ltx::verify(&data[..]).map_err(|source| StreamError::Invalid {
+                        path: path.clone(),
+                        source,
+                    })?;
+                (header, trailer.post_apply_checksum, LtxBytes::Read(data))
             }
-            break;
-        }
-        let data = std::fs::read(path).map_err(read_err)?;
-        let (header, trailer, _) =
-            litefs_ltx::verify(&data[..]).map_err(|source| StreamError::Invalid {
-                path: path.clone(),
-                source,
-            })?;
+        };
         if header.is_snapshot() || header.pre_apply_checksum != at.post_apply_checksum {
             break;
         }
+        let data = data.as_slice();
         // One piece per file: the frame, the chunked body and the HWM frame together, so a
         // transaction costs one message to the connection.
         let mut piece = Vec::with_capacity(data.len() + data.len() / MAX_CHUNK_LEN * 2 + 64);
@@ -501,14 +513,14 @@ fn build_chain(
             name: name.to_owned(),
         }
         .encode(&mut piece);
-        crate::codec::encode_chunks(&data, &mut piece);
+        crate::codec::encode_chunks(data, &mut piece);
         Frame::Hwm {
             txid: TXID::ZERO,
             name: name.to_owned(),
         }
         .encode(&mut piece);
         let piece = Bytes::from(piece);
-        let after = Pos::new(header.max_txid, trailer.post_apply_checksum);
+        let after = Pos::new(header.max_txid, post);
         cache.put(
             name,
             header.min_txid,
@@ -523,6 +535,21 @@ fn build_chain(
         reached = Some(at);
     }
     Ok(Chain::Pieces(pieces, reached))
+}
+
+/// An LTX file's bytes: as this process wrote them, or as read back (and verified).
+enum LtxBytes {
+    Recent(Arc<[u8]>),
+    Read(Vec<u8>),
+}
+
+impl LtxBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            LtxBytes::Recent(b) => b,
+            LtxBytes::Read(v) => v,
+        }
+    }
 }
 
 /// Sends one large LTX file: verified in a first pass, then read again chunk by chunk.
@@ -612,7 +639,14 @@ fn next_file(db: &Db, txid: TXID) -> Option<(PathBuf, Header)> {
             .ok()?;
         Header::from_bytes(&hdr).ok()
     };
-    // Almost always a file of one transaction; a range file only after crash recovery.
+    if let Some(r) = db.recent_ltx(txid) {
+        let path = db.ltx_dir().join(litefs_ltx::format_filename(
+            r.header.min_txid,
+            r.header.max_txid,
+        ));
+        return Some((path, r.header));
+    }
+    // A file of one transaction or a range (a burst of WAL commits, crash recovery).
     if let Some(path) = db.ltx_file(txid) {
         if let Some(h) = read_header(&path) {
             return Some((path, h));

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -41,7 +41,7 @@ use crate::wal::{self, Frame, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
 /// delayed; a burst is, by at most the longest window.
 pub const LTX_BATCH_WINDOW: Duration = Duration::from_millis(1);
 /// The longest wait of a burst's transactions for their LTX file (see [`LTX_BATCH_WINDOW`]).
-pub const LTX_BATCH_WINDOW_MAX: Duration = Duration::from_millis(8);
+pub const LTX_BATCH_WINDOW_MAX: Duration = Duration::from_millis(16);
 
 /// When the LTX writer last wrote a database's file, and how many transactions it held.
 #[derive(Debug, Default)]
@@ -65,6 +65,23 @@ const BATCH_PAGES: usize = 4096;
 
 /// How many range files [`Db::ltx_file`] remembers.
 const RANGES_KEPT: usize = 4096;
+
+/// LTX files up to this size (uncompressed) are encoded in memory and kept there for a while
+/// after they are written (see [`Db::recent_ltx`]), the last [`RECENT_FILES`] of them, [`RECENT_BYTES`] at most.
+pub const RECENT_LTX_MAX: usize = 256 << 10;
+const RECENT_FILES: usize = 256;
+const RECENT_BYTES: usize = 8 << 20;
+
+/// An LTX file this process wrote, as it is on disk.
+#[derive(Clone, Debug)]
+pub struct RecentLtx {
+    /// Its header.
+    pub header: Header,
+    /// Its post-apply checksum.
+    pub post: Checksum,
+    /// The whole file.
+    pub bytes: Arc<[u8]>,
+}
 
 /// The most pages one write or transaction may add to a database. A bound, so that a write at
 /// an absurd offset (or a crafted WAL frame) cannot make the checksum table exhaust memory.
@@ -333,6 +350,9 @@ pub struct Db {
     /// LTX files of several transactions written or received by this process, by first TXID
     /// (the last one as value): a file of one transaction is found by its name alone.
     ranges: Mutex<BTreeMap<u64, u64>>,
+    /// The bytes of the small LTX files this process wrote last, newest last: replication
+    /// sends them from here instead of reading them back.
+    recent: Mutex<VecDeque<RecentLtx>>,
     /// LTX files written without a sync (WAL mode); synced before the WAL moves on.
     unsynced: Mutex<Vec<PathBuf>>,
     /// The position of the newest LTX file written (behind `pos` while WAL-mode files wait for
@@ -353,6 +373,8 @@ struct Deferred {
     /// Each page, its checksum when committed, and where its data is in the WAL.
     pages: Vec<(PageNum, Checksum, u64)>,
     wal: File,
+    /// When it was committed.
+    at: Instant,
 }
 
 /// Wakes the store's LTX writer thread.
@@ -456,6 +478,7 @@ impl Db {
             deferred: Mutex::new(VecDeque::new()),
             ltx_writer: Mutex::new(LastWrite::default()),
             ranges: Mutex::new(BTreeMap::new()),
+            recent: Mutex::new(VecDeque::new()),
             unsynced: Mutex::new(Vec::new()),
             published: Mutex::new(Pos::ZERO),
             commits: std::sync::atomic::AtomicU64::new(0),
@@ -1491,6 +1514,7 @@ impl Db {
                     post,
                     pages,
                     wal,
+                    at: Instant::now(),
                 });
             inner.pos = Pos::new(header.max_txid, post);
             inner.timestamp = header.timestamp;
@@ -1549,6 +1573,7 @@ impl Db {
                 queue.pop_back();
             } else {
                 let path = self.ltx_dir.join(format_filename(undo.txid, undo.txid));
+                self.forget_recent(undo.txid);
                 fsutil::remove_if_exists(&path).map_err(Error::io("remove", &path))?;
                 self.publish(undo.pos_before);
                 self.unsynced
@@ -1690,10 +1715,9 @@ impl Db {
             db: self.name.clone(),
             source,
         };
-        let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-        let result = (|| {
-            let mut enc =
-                Encoder::new(BufWriter::with_capacity(64 << 10, file), header).map_err(encode)?;
+        let write_err = Error::io("write", &tmp);
+        let encode_pages = |w: &mut dyn io::Write, read: &mut PageReader<'_>| -> Result<()> {
+            let mut enc = Encoder::new(w, header).map_err(encode)?;
             let mut buf = vec![0u8; header.page_size.bytes()];
             for &(pgno, expected, at) in pages {
                 read(pgno, at, &mut buf)?;
@@ -1708,16 +1732,77 @@ impl Db {
                 }
                 enc.encode_page(pgno, &buf).map_err(encode)?;
             }
-            let (_, w) = enc.finish(post).map_err(encode)?;
-            let file = w
-                .into_inner()
-                .map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
-            fsutil::rename(&tmp, &path, &file, durable).map_err(Error::io("rename", &path))
+            enc.finish(post).map_err(encode)?;
+            Ok(())
+        };
+        let file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        // A small file is encoded in memory, written with one call and kept for replication.
+        let most = pages
+            .len()
+            .saturating_mul(header.page_size.bytes() + litefs_ltx::header::PAGE_HEADER_SIZE)
+            .saturating_add(litefs_ltx::header::HEADER_SIZE + litefs_ltx::header::TRAILER_SIZE);
+        let small = most <= RECENT_LTX_MAX;
+        let result = (|| {
+            let mut bytes = None;
+            let file = if small {
+                let mut data = Vec::with_capacity(RECENT_LTX_MAX.min(64 << 10));
+                encode_pages(&mut data, read)?;
+                (&file).write_all(&data).map_err(write_err)?;
+                bytes = Some(data);
+                file
+            } else {
+                let mut w = BufWriter::with_capacity(64 << 10, file);
+                encode_pages(&mut w, read)?;
+                w.into_inner()
+                    .map_err(|e| Error::io("write", &tmp)(e.into_error()))?
+            };
+            fsutil::rename(&tmp, &path, &file, durable).map_err(Error::io("rename", &path))?;
+            if let Some(data) = bytes {
+                self.keep_recent(RecentLtx {
+                    header: *header,
+                    post,
+                    bytes: data.into(),
+                });
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result.map(|()| path)
+    }
+
+    /// Keeps `ltx` among the recent files (see [`Db::recent_ltx`]).
+    fn keep_recent(&self, ltx: RecentLtx) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.push_back(ltx);
+        let mut bytes: usize = recent.iter().map(|r| r.bytes.len()).sum();
+        while recent.len() > RECENT_FILES || bytes > RECENT_BYTES {
+            let Some(old) = recent.pop_front() else {
+                break;
+            };
+            bytes -= old.bytes.len();
+        }
+    }
+
+    /// The LTX file starting at `txid`, as this process wrote it, if it was small and written
+    /// recently: its bytes are those of the file on disk, with no need to read or verify them
+    /// again.
+    pub fn recent_ltx(&self, txid: TXID) -> Option<RecentLtx> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .iter()
+            .rev()
+            .find(|r| r.header.min_txid == txid)
+            .cloned()
+    }
+
+    /// Forgets the recent file starting at `txid` (it was removed).
+    fn forget_recent(&self, txid: TXID) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|r| r.header.min_txid != txid);
     }
 
     /// Writes the LTX file of the next transaction now, from the logical database, with the
@@ -1771,9 +1856,9 @@ impl Db {
         self.write_queued(&mut last, true)
     }
 
-    /// When the LTX writer thread should next write this database's queued transactions:
-    /// at once after a pause, or a window after the previous file in a burst (see
-    /// [`LTX_BATCH_WINDOW`]). `None` when nothing is queued.
+    /// When the LTX writer thread should next write this database's queued transactions
+    /// (`None` when nothing is queued): at once after a pause, or a window after the previous
+    /// file in a burst (see [`LTX_BATCH_WINDOW`]).
     pub(crate) fn ltx_due(&self) -> Option<Instant> {
         let due = self
             .ltx_writer
@@ -1792,14 +1877,22 @@ impl Db {
     }
 
     /// The LTX writer thread's turn: writes what is queued if it is due (see
-    /// [`Db::ltx_due`]). The newest transaction stays queued when older ones go, so that the
-    /// next commits of a burst join it.
+    /// [`Db::ltx_due`]). While a burst goes on, the newest transaction stays queued when older
+    /// ones go, so that the next commits join it; once no commit came for [`LTX_BATCH_WINDOW`]
+    /// (the burst is over), it goes too.
     pub(crate) fn write_due(&self) -> Result<()> {
         let mut last = self.ltx_writer.lock().unwrap_or_else(|e| e.into_inner());
-        if last.next_due().is_some_and(|t| t > Instant::now()) {
+        let now = Instant::now();
+        if last.next_due().is_some_and(|t| t > now) {
             return Ok(());
         }
-        self.write_queued(&mut last, false)
+        let over = self
+            .deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .back()
+            .is_some_and(|d| now.duration_since(d.at) >= LTX_BATCH_WINDOW);
+        self.write_queued(&mut last, over)
     }
 
     /// Writes queued transactions in order, consecutive ones together (see [`batch_len`]).
@@ -2034,6 +2127,7 @@ mod tests {
                 .map(|p| (PageNum::new(p as u32).unwrap(), Checksum::ZERO, 0))
                 .collect(),
             wal: tempfile::tempfile().unwrap(),
+            at: Instant::now(),
         }
     }
 

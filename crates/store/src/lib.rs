@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-pub use db::{content_of, Content, Db, FileKind, JournalMode, Observer};
+pub use db::{content_of, Content, Db, FileKind, JournalMode, Observer, RecentLtx, RECENT_LTX_MAX};
 use db::{DbOptions, Wake};
 pub use error::{chain as error_chain, Error, Result};
 use litefs_ltx::NodeId;

@@ -482,6 +482,13 @@ impl Db {
     /// such file, or only one this process does not know of (a range file from before it
     /// started: look in the folder).
     pub fn ltx_file(&self, txid: TXID) -> Option<PathBuf> {
+        if let Some(r) = self.recent_ltx(txid) {
+            // Written moments ago by this process.
+            return Some(
+                self.ltx_dir()
+                    .join(format_filename(r.header.min_txid, r.header.max_txid)),
+            );
+        }
         let path = self.ltx_dir().join(format_filename(txid, txid));
         if path.exists() {
             return Some(path);
