@@ -18,9 +18,10 @@
 #   --keep                  keep the work dir (databases, LTX files, logs)
 #   --workdir DIR           use DIR (must not exist or be empty) instead of .cache/bench/cluster-*
 #   --mount-debug           run the nodes with --debug (debug-level logs)
-#   --journaled-fs          put the work dir on a fresh ext4 file system with a journal (an
-#                           8 GiB sparse image under .cache/bench/, loop-mounted, removed at
-#                           the end), as a volume usually is; see bench/README.md for why
+#   --journaled-fs          put each node on a fresh ext4 file system of its own, with a
+#                           journal (a 4 GiB sparse image in the work dir, loop-mounted,
+#                           removed at the end), as each machine has its volume; see
+#                           bench/README.md for why
 # Everything else goes to bench/cluster_bench.py, e.g. --replicas 2, --rate-repeat 5,
 # --seq-inserts 1000, --burst-inserts 5000, --modes wal, --only sequential,burst
 # (see `python3 bench/cluster_bench.py --help`).
@@ -78,24 +79,8 @@ dirty=$(git status --porcelain -- crates litefs-rs Cargo.toml Cargo.lock 2>/dev/
 if ((dirty > 0)); then build+=" + uncommitted changes in $dirty file(s) under crates/, litefs-rs/, Cargo.*"; fi
 
 stamp="$(date +%Y%m%d-%H%M%S)-$$"
-fs_image=""
-fs_dir=""
 if ((journaled)); then
-  [[ -z $workdir ]] || die "--journaled-fs and --workdir exclude each other"
   command -v mkfs.ext4 >/dev/null || die "--journaled-fs needs mkfs.ext4 (Debian: e2fsprogs)"
-  mkdir -p "$repo/.cache/bench"
-  fs_image="$repo/.cache/bench/fs-$stamp.img"
-  fs_dir="$repo/.cache/bench/fs-$stamp"
-  truncate -s 8G "$fs_image"
-  mkfs.ext4 -q -F "$fs_image"
-  mkdir -p "$fs_dir"
-  mount -o loop "$fs_image" "$fs_dir" || {
-    rm -f "$fs_image"
-    rmdir "$fs_dir"
-    die "could not loop-mount $fs_image"
-  }
-  workdir="$fs_dir/cluster"
-  build+="; work dir on a fresh journaled ext4 image (loop device)"
 fi
 if [[ -z $workdir ]]; then
   workdir="$repo/.cache/bench/cluster-$stamp"
@@ -112,6 +97,29 @@ bin="$workdir/bin/litefs-rs"
 build+=", binary sha256 $(sha256sum "$bin" | cut -c1-12)"
 nodes="$workdir/nodes"
 mkdir -p "$nodes"
+
+# --journaled-fs: each node on a file system of its own, as each machine has its own volume.
+node_fs=()
+if ((journaled)); then
+  replicas=2
+  for ((i = 0; i < ${#pass[@]}; i++)); do
+    case "${pass[i]}" in
+      --replicas) replicas=${pass[i + 1]:-2} ;;
+      --replicas=*) replicas=${pass[i]#*=} ;;
+    esac
+  done
+  [[ $replicas =~ ^[0-9]+$ ]] || die "--replicas must be a number, not '$replicas'"
+  for name in primary $(seq -f 'replica%g' 1 "$replicas"); do
+    img="$workdir/$name.img"
+    truncate -s 4G "$img"
+    mkfs.ext4 -q -F "$img"
+    mkdir -p "$nodes/$name"
+    mount -o loop "$img" "$nodes/$name" || die "could not loop-mount $img"
+    node_fs+=("$nodes/$name")
+    rmdir "$nodes/$name/lost+found"
+  done
+  build+="; each node on a fresh ext4 file system with a journal (a 4 GiB loop-mounted image)"
+fi
 
 # /proc/self/mounts escapes space, tab, newline and backslash as octal.
 is_mounted() {
@@ -191,21 +199,19 @@ cleanup() {
   for dir in "$nodes"/*/; do
     [[ -d $dir ]] && is_mounted "${dir%/}/mnt" && still=1
   done
+  if ((${#node_fs[@]} > 0)); then
+    if ((keep)); then
+      say "the nodes' file systems stay mounted (${node_fs[*]}): umount them when done"
+    elif ((still == 0)); then
+      for dir in "${node_fs[@]}"; do umount "$dir"; done
+    fi
+  fi
   if ((keep)); then
     say "kept the work dir: $workdir"
   elif ((still)); then
     say "not removing $workdir: a node's mount is still mounted"
   else
     rm -rf "$workdir"
-  fi
-  if [[ -n $fs_dir ]]; then
-    if ((keep)); then
-      say "the work dir is on $fs_dir (loop-mounted $fs_image): umount it and remove both when done"
-    elif ((still)); then
-      say "not unmounting $fs_dir: a node's mount is still mounted"
-    else
-      umount "$fs_dir" && rmdir "$fs_dir" && rm -f "$fs_image"
-    fi
   fi
   say "total run time (including build): $(awk -v a="$t_begin" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f s", b - a }')"
   exit "$status"
