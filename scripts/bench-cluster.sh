@@ -18,6 +18,8 @@
 #   --keep                  keep the work dir (databases, LTX files, logs)
 #   --workdir DIR           use DIR (must not exist or be empty) instead of .cache/bench/cluster-*
 #   --mount-debug           run the nodes with --debug (debug-level logs)
+#   --bin PATH              measure this litefs-rs binary instead of building the working
+#                           tree (to compare with another commit's build)
 #   --journaled-fs          put each node on a fresh ext4 file system of its own, with a
 #                           journal (a 4 GiB sparse image in the work dir, loop-mounted,
 #                           removed at the end), as each machine has its volume; see
@@ -43,6 +45,7 @@ die() {
 compress=true
 keep=0
 journaled=0
+given_bin=""
 pass=()
 workdir=""
 while (($# > 0)); do
@@ -51,11 +54,13 @@ while (($# > 0)); do
     --compress=*) compress=${1#*=}; shift ;;
     --keep) keep=1; shift ;;
     --journaled-fs) journaled=1; shift ;;
+    --bin) (($# >= 2)) || die "--bin needs a path"; given_bin=$2; shift 2 ;;
+    --bin=*) given_bin=${1#*=}; shift ;;
     --mount-debug) pass+=(--node-debug); shift ;;
     --workdir) (($# >= 2)) || die "--workdir needs a directory"; workdir=$2; shift 2 ;;
     --workdir=*) workdir=${1#*=}; shift ;;
     -h | --help)
-      sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       echo
       exec python3 bench/cluster_bench.py --help
       ;;
@@ -70,13 +75,19 @@ esac
 t_begin=$(date +%s.%N)
 
 scripts/deps.sh
-cargo build --release -p litefs-rs --locked
-bin="$repo/${CARGO_TARGET_DIR:-target}/release/litefs-rs"
-[[ -x $bin ]] || die "no binary at $bin"
-# What was measured: the tree may have uncommitted changes, so say so.
-build="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-dirty=$(git status --porcelain -- crates litefs-rs Cargo.toml Cargo.lock 2>/dev/null | wc -l)
-if ((dirty > 0)); then build+=" + uncommitted changes in $dirty file(s) under crates/, litefs-rs/, Cargo.*"; fi
+if [[ -n $given_bin ]]; then
+  bin=$(realpath "$given_bin")
+  [[ -x $bin ]] || die "no binary at $given_bin"
+  build="the given binary $bin ($("$bin" version 2>/dev/null | head -n 1))"
+else
+  cargo build --release -p litefs-rs --locked
+  bin="$repo/${CARGO_TARGET_DIR:-target}/release/litefs-rs"
+  [[ -x $bin ]] || die "no binary at $bin"
+  # What was measured: the tree may have uncommitted changes, so say so.
+  build="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  dirty=$(git status --porcelain -- crates litefs-rs Cargo.toml Cargo.lock 2>/dev/null | wc -l)
+  if ((dirty > 0)); then build+=" + uncommitted changes in $dirty file(s) under crates/, litefs-rs/, Cargo.*"; fi
+fi
 
 stamp="$(date +%Y%m%d-%H%M%S)-$$"
 if ((journaled)); then
