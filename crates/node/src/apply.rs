@@ -257,8 +257,8 @@ impl MountApplier {
         }
     }
 
-    /// Applies LTX files to database `name` in order, under one exclusion of local readers and
-    /// with one sync at the end. Returns what each applied file changed, until the first
+    /// Applies LTX files to database `name` in order, under one exclusion of local readers
+    /// (the sync loop makes them durable, see [`MountApplier::sync_if_needed`]). Returns what each applied file changed, until the first
     /// failure (and that failure).
     pub fn apply_batch(
         &self,

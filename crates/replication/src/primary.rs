@@ -46,6 +46,9 @@ struct CacheInner {
 
 #[derive(Clone, Debug)]
 struct Cached {
+    /// The database's retraction count when the message was built (a retracted transaction's
+    /// TXID, and pre-apply checksum, go to the next one).
+    generation: u64,
     /// The checksum the file applies to.
     pre: litefs_ltx::Checksum,
     /// The position it reaches.
@@ -463,6 +466,8 @@ fn build_chain(
     cache: &FileCache,
 ) -> Result<Chain, StreamError> {
     let name = db.name();
+    // Read before the files: a retraction meanwhile makes what is built here unusable later.
+    let generation = db.retractions();
     let mut at = from;
     let mut reached = None;
     let mut pieces = Vec::new();
@@ -472,7 +477,7 @@ fn build_chain(
         // this position: the file is read again).
         if let Some(hit) = cache
             .get(name, txid)
-            .filter(|h| h.pre == at.post_apply_checksum)
+            .filter(|h| h.pre == at.post_apply_checksum && h.generation == generation)
         {
             pieces.push(hit.piece);
             at = hit.after;
@@ -525,6 +530,7 @@ fn build_chain(
             name,
             header.min_txid,
             Cached {
+                generation,
                 pre: header.pre_apply_checksum,
                 after,
                 piece: piece.clone(),

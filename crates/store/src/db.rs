@@ -67,10 +67,12 @@ const BATCH_PAGES: usize = 4096;
 const RANGES_KEPT: usize = 4096;
 
 /// LTX files up to this size (uncompressed) are encoded in memory and kept there for a while
-/// after they are written (see [`Db::recent_ltx`]), the last [`RECENT_FILES`] of them, [`RECENT_BYTES`] at most.
+/// after they are written (see [`Db::recent_ltx`]): per database the last [`RECENT_FILES`] of
+/// them, [`RECENT_BYTES`] at most, none older than [`RECENT_AGE`].
 pub const RECENT_LTX_MAX: usize = 256 << 10;
-const RECENT_FILES: usize = 256;
-const RECENT_BYTES: usize = 8 << 20;
+const RECENT_FILES: usize = 64;
+const RECENT_BYTES: usize = 1 << 20;
+const RECENT_AGE: Duration = Duration::from_secs(10);
 
 /// An LTX file this process wrote, as it is on disk.
 #[derive(Clone, Debug)]
@@ -81,6 +83,8 @@ pub struct RecentLtx {
     pub post: Checksum,
     /// The whole file.
     pub bytes: Arc<[u8]>,
+    /// When it was written.
+    written: Instant,
 }
 
 /// The most pages one write or transaction may add to a database. A bound, so that a write at
@@ -360,6 +364,8 @@ pub struct Db {
     published: Mutex<Pos>,
     /// Transactions published since the process started.
     commits: std::sync::atomic::AtomicU64,
+    /// How many transactions were retracted (see [`Db::retractions`]).
+    retractions: std::sync::atomic::AtomicU64,
 }
 
 /// Reads a page for an LTX file: its number, where it is, and the buffer to fill.
@@ -372,9 +378,12 @@ struct Deferred {
     post: Checksum,
     /// Each page, its checksum when committed, and where its data is in the WAL.
     pages: Vec<(PageNum, Checksum, u64)>,
-    wal: File,
+    /// The WAL (one handle shared by the queued transactions of one WAL).
+    wal: Arc<File>,
     /// When it was committed.
     at: Instant,
+    /// It made the database smaller.
+    shrinks: bool,
 }
 
 /// Wakes the store's LTX writer thread.
@@ -482,6 +491,7 @@ impl Db {
             unsynced: Mutex::new(Vec::new()),
             published: Mutex::new(Pos::ZERO),
             commits: std::sync::atomic::AtomicU64::new(0),
+            retractions: std::sync::atomic::AtomicU64::new(0),
         };
         {
             let mut inner = db.lock();
@@ -491,6 +501,13 @@ impl Db {
                 inner.unavailable = Some(reason);
             }
             *db.published.lock().unwrap_or_else(|e| e.into_inner()) = inner.pos;
+        }
+        // The range files already there (bursts of WAL commits, crash recovery), so that
+        // replication finds them by their first TXID without listing the folder each time.
+        if let Ok(files) = crate::recover::ltx_files(&db.ltx_dir) {
+            for (min, max, _) in files {
+                db.remember_range(min, max);
+            }
         }
         Ok(db)
     }
@@ -514,6 +531,13 @@ impl Db {
         if let Some(observer) = self.opts.observer.get() {
             (observer.0)(&self.name);
         }
+    }
+
+    /// How many WAL transactions this process retracted (SQLite never published them): the
+    /// TXID of each goes to the next transaction, so anything kept about a TXID from before
+    /// a change of this number may describe another transaction.
+    pub fn retractions(&self) -> u64 {
+        self.retractions.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Transactions published (committed here, or applied from the primary) since the process
@@ -1456,6 +1480,7 @@ impl Db {
     ) -> Result<()> {
         let ps = hdr.page_size;
         let commit = last.commit;
+        let len_before = inner.sums.len();
         let wal_file = self.path(FileKind::Wal);
         let mut page = vec![0u8; ps.bytes()];
         for (&pgno, &off) in &newest {
@@ -1501,24 +1526,36 @@ impl Db {
                     Some((p, inner.sums.get(p), off + FRAME_HEADER_SIZE))
                 })
                 .collect();
-            let wal = self
-                .file(inner, FileKind::Wal, false)?
-                .try_clone()
-                .map_err(Error::io("open", &wal_file))?;
             let post = inner.sums.total();
-            self.deferred
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(Deferred {
-                    header,
-                    post,
-                    pages,
-                    wal,
-                    at: Instant::now(),
-                });
+            let mut queue = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            let same_wal = queue
+                .back()
+                .filter(|d| (d.header.wal_salt1, d.header.wal_salt2) == (hdr.salt1, hdr.salt2));
+            let wal = match same_wal {
+                Some(d) => d.wal.clone(),
+                None => Arc::new(
+                    self.file(inner, FileKind::Wal, false)?
+                        .try_clone()
+                        .map_err(Error::io("open", &wal_file))?,
+                ),
+            };
+            // Only a first transaction wakes the LTX writer: in a burst it sleeps until the
+            // database is due.
+            let first = queue.is_empty();
+            queue.push_back(Deferred {
+                header,
+                post,
+                pages,
+                wal,
+                at: Instant::now(),
+                shrinks: commit < len_before,
+            });
+            drop(queue);
             inner.pos = Pos::new(header.max_txid, post);
             inner.timestamp = header.timestamp;
-            self.opts.wake.notify();
+            if first {
+                self.opts.wake.notify();
+            }
         }
         let mut page1 = vec![0u8; ps.bytes()];
         if self
@@ -1571,7 +1608,9 @@ impl Db {
             let queued = queue.back().is_some_and(|d| d.header.max_txid == undo.txid);
             if queued {
                 queue.pop_back();
-            } else {
+            } else if self.published().txid == undo.txid {
+                // Written, alone in its file. (Otherwise its commit failed before it was
+                // queued: there is no file, and what was published stays.)
                 let path = self.ltx_dir.join(format_filename(undo.txid, undo.txid));
                 self.forget_recent(undo.txid);
                 fsutil::remove_if_exists(&path).map_err(Error::io("remove", &path))?;
@@ -1581,6 +1620,8 @@ impl Db {
                     .unwrap_or_else(|e| e.into_inner())
                     .retain(|p| *p != path);
             }
+            self.retractions
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         let grown = inner.sums.len().max(undo.len_before);
         inner.sums.set_len(grown);
@@ -1762,6 +1803,7 @@ impl Db {
                     header: *header,
                     post,
                     bytes: data.into(),
+                    written: Instant::now(),
                 });
             }
             Ok(())
@@ -1803,6 +1845,29 @@ impl Db {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|r| r.header.min_txid != txid);
+    }
+
+    /// Drops the recent files older than [`RECENT_AGE`] (called by the LTX writer thread).
+    pub(crate) fn expire_recent(&self) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        while recent
+            .front()
+            .is_some_and(|r| r.written.elapsed() > RECENT_AGE)
+        {
+            recent.pop_front();
+        }
+    }
+
+    /// Forgets every recent file and known range (this node's history was replaced).
+    pub(crate) fn forget_history(&self) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.ranges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Writes the LTX file of the next transaction now, from the logical database, with the
@@ -1857,23 +1922,24 @@ impl Db {
     }
 
     /// When the LTX writer thread should next write this database's queued transactions
-    /// (`None` when nothing is queued): at once after a pause, or a window after the previous
-    /// file in a burst (see [`LTX_BATCH_WINDOW`]).
+    /// (`None` when nothing is queued): at once after a pause, a window after the previous
+    /// file in a burst (see [`LTX_BATCH_WINDOW`]), and, for the one transaction held back,
+    /// no later than [`LTX_BATCH_WINDOW`] after its commit (if it is still alone then, the
+    /// burst is over).
     pub(crate) fn ltx_due(&self) -> Option<Instant> {
         let due = self
             .ltx_writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .next_due();
-        if self
-            .deferred
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-        {
-            return None;
-        }
-        Some(due.unwrap_or_else(Instant::now))
+        let queue = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        let newest = queue.back()?.at;
+        let due = due.unwrap_or_else(Instant::now);
+        Some(if queue.len() == 1 {
+            due.min(newest + LTX_BATCH_WINDOW)
+        } else {
+            due
+        })
     }
 
     /// The LTX writer thread's turn: writes what is queued if it is due (see
@@ -1883,33 +1949,40 @@ impl Db {
     pub(crate) fn write_due(&self) -> Result<()> {
         let mut last = self.ltx_writer.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if last.next_due().is_some_and(|t| t > now) {
+        let (alone, over) = {
+            let queue = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            let over = queue
+                .back()
+                .is_some_and(|d| now.duration_since(d.at) >= LTX_BATCH_WINDOW);
+            (queue.len() == 1, over)
+        };
+        if last.next_due().is_some_and(|t| t > now) && !(alone && over) {
             return Ok(());
         }
-        let over = self
-            .deferred
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .back()
-            .is_some_and(|d| now.duration_since(d.at) >= LTX_BATCH_WINDOW);
         self.write_queued(&mut last, over)
     }
 
-    /// Writes queued transactions in order, consecutive ones together (see [`batch_len`]).
-    /// The newest transaction is never written with older ones, since it may still be
-    /// retracted (`retract_last_wal_commit`), which must find it queued or alone in its file.
-    /// With `all` it is then written alone; otherwise it stays queued if others went.
+    /// Writes the transactions queued now, in order, consecutive ones together (see
+    /// [`batch_len`]). The newest of them is never written with older ones, since it may
+    /// still be retracted (`retract_last_wal_commit`), which must find it queued or alone in
+    /// its file. With `all` it is then written alone; otherwise it stays queued if others
+    /// went. Transactions queued meanwhile wait for the next turn.
     fn write_queued(&self, last: &mut LastWrite, all: bool) -> Result<()> {
+        let mut left = self
+            .deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
         let mut wrote = false;
-        loop {
+        while left > 0 {
             let batch: Vec<Deferred> = {
                 let mut queue = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-                let n = match queue.len() {
-                    0 => return Ok(()),
+                let n = match left {
                     1 if wrote && !all => return Ok(()),
                     1 => 1,
-                    len => batch_len(queue.range(..len - 1)),
+                    _ => batch_len(queue.range(..left - 1)),
                 };
+                left -= n;
                 queue.drain(..n).collect()
             };
             let txns = batch.len();
@@ -1926,6 +1999,7 @@ impl Db {
                 txns,
             };
         }
+        Ok(())
     }
 
     /// Writes one LTX file for `batch` (consecutive transactions of one WAL, see
@@ -2063,11 +2137,16 @@ impl Db {
         self.sync()?;
         let files = crate::recover::ltx_files(&self.ltx_dir)?;
         let mut removed = 0;
-        for (_, _, path) in files.iter().rev().skip(1) {
+        for (min, _, path) in files.iter().rev().skip(1) {
             let modified = fs::metadata(path).and_then(|m| m.modified());
             match modified {
                 Ok(t) if t < cutoff => {
                     fsutil::remove_if_exists(path).map_err(Error::io("remove", path))?;
+                    self.forget_recent(*min);
+                    self.ranges
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&min.get());
                     removed += 1;
                 }
                 Ok(_) => {}
@@ -2080,15 +2159,19 @@ impl Db {
 }
 
 /// How many of `queued` (oldest first) go into one LTX file: consecutive transactions of the
-/// same WAL (same salts and page size) while the database does not shrink (a page cut off and
-/// grown back would otherwise keep its old content on a replica), at most [`BATCH_TXNS`]
-/// transactions and [`BATCH_PAGES`] page writes. At least one.
+/// same WAL (same salts and page size), at most [`BATCH_TXNS`] transactions and
+/// [`BATCH_PAGES`] page writes. A transaction that shrank the database goes alone: one file
+/// sets one size, and a page cut off and grown back within a file would keep its old content
+/// on a replica. At least one.
 fn batch_len<'a>(queued: impl Iterator<Item = &'a Deferred>) -> usize {
     let mut n = 0;
     let mut pages = 0;
     let mut prev: Option<&Header> = None;
     for item in queued {
         let h = &item.header;
+        if item.shrinks {
+            break;
+        }
         if let Some(p) = prev {
             let joins = h.page_size == p.page_size
                 && h.wal_salt1 == p.wal_salt1
@@ -2126,8 +2209,9 @@ mod tests {
             pages: (1..=pages)
                 .map(|p| (PageNum::new(p as u32).unwrap(), Checksum::ZERO, 0))
                 .collect(),
-            wal: tempfile::tempfile().unwrap(),
+            wal: Arc::new(tempfile::tempfile().unwrap()),
             at: Instant::now(),
+            shrinks: false,
         }
     }
 
@@ -2156,6 +2240,16 @@ mod tests {
         // Growing is fine.
         let q = [queued(2, 10, (1, 2), 1), queued(3, 11, (1, 2), 1)];
         assert_eq!(batch_len(q.iter()), 2);
+        // A transaction that shrank the database goes alone, first or not: grown back in the
+        // same file, a cut page would keep its old content on a replica.
+        let mut shrank = queued(2, 8, (1, 2), 1);
+        shrank.shrinks = true;
+        let q = [shrank, queued(3, 10, (1, 2), 1)];
+        assert_eq!(batch_len(q.iter()), 1);
+        let mut shrank = queued(3, 10, (1, 2), 1);
+        shrank.shrinks = true;
+        let q = [queued(2, 10, (1, 2), 1), shrank];
+        assert_eq!(batch_len(q.iter()), 1);
         // At most BATCH_TXNS transactions and BATCH_PAGES page writes.
         let q: Vec<Deferred> = (2..2 + BATCH_TXNS as u64 + 5)
             .map(|t| queued(t, 10, (1, 2), 1))

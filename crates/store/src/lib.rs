@@ -85,23 +85,41 @@ impl LtxWriter {
                         .cloned()
                         .collect()
                 };
-                let mut failed = false;
+                // A database whose write failed is tried again after LTX_WRITER_IDLE.
+                let mut retry: BTreeMap<String, Instant> = BTreeMap::new();
                 while !stopping.load(Ordering::Acquire) {
-                    // In a burst, sleep through the commits until the first database is due
-                    // (they queue meanwhile); otherwise wait for a commit.
+                    // Wait for the first database due (in a burst, the commits queue
+                    // meanwhile), or a commit into an empty queue.
                     let now = Instant::now();
-                    match list().iter().filter_map(|db| db.ltx_due()).min() {
-                        Some(due) if !failed && due > now => thread::sleep(due - now),
-                        Some(_) if !failed => {}
-                        _ => wake.wait(LTX_WRITER_IDLE),
+                    let due = list()
+                        .iter()
+                        .filter_map(|db| {
+                            let due = db.ltx_due()?;
+                            Some(retry.get(db.name()).map_or(due, |&r| due.max(r)))
+                        })
+                        .min();
+                    match due {
+                        Some(due) if due <= now => {}
+                        Some(due) => wake.wait((due - now).min(LTX_WRITER_IDLE)),
+                        None => wake.wait(LTX_WRITER_IDLE),
                     }
-                    failed = false;
+                    let now = Instant::now();
                     for db in list() {
-                        if let Err(e) = db.write_due() {
-                            failed = true;
-                            tracing::warn!(db = %db.name(), "failed to write an LTX file (will retry): {}", error::chain(&e));
+                        db.expire_recent();
+                        if retry.get(db.name()).is_some_and(|&r| r > now) {
+                            continue;
+                        }
+                        match db.write_due() {
+                            Ok(()) => {
+                                retry.remove(db.name());
+                            }
+                            Err(e) => {
+                                retry.insert(db.name().to_owned(), now + LTX_WRITER_IDLE);
+                                tracing::warn!(db = %db.name(), "failed to write an LTX file (will retry): {}", error::chain(&e));
+                            }
                         }
                     }
+                    retry.retain(|name, _| dbs.read().unwrap_or_else(|e| e.into_inner()).contains_key(name));
                 }
             })?;
         Ok(LtxWriter { stop, thread })

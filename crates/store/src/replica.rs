@@ -196,6 +196,9 @@ impl Db {
         self.sync_ltx(&mut inner)?;
         let ltx_dir = self.ltx_dir().to_owned();
         let mut diverged = Vec::new();
+        if snapshot {
+            self.forget_history();
+        }
         if snapshot && !inner.pos.txid.is_zero() {
             let aside = ltx_dir
                 .join("diverged")
