@@ -32,6 +32,20 @@ fn count(node: &MountedNode, db: &str) -> String {
     )
 }
 
+/// Creates `<mode>.db` on the primary in journal mode `mode`, with one row, and waits until
+/// `replicas` have it; returns its name.
+fn seed(p: &MountedNode, replicas: &[&MountedNode], mode: &str) -> String {
+    let db = format!("{mode}.db");
+    sql(
+        p,
+        &db,
+        Some(mode),
+        "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
+    );
+    wait_caught_up(p, replicas, &db);
+    db
+}
+
 /// Rows written on the primary appear on two replicas, transaction by transaction, in every
 /// journal mode; the replicas' databases and LTX files match their positions, `.primary`
 /// names the primary on replicas only, and `.lag` is small once caught up.
@@ -145,38 +159,45 @@ fn a_burst_of_wal_commits_replicates_as_range_files() {
     p.check_consistent("db");
 }
 
-/// A replica that joins late gets a snapshot (every page, TXIDs 1 to the primary's), then
-/// the transactions that follow one by one.
+/// A replica that joins late gets a snapshot (every page, TXIDs 1 to the primary's), then the
+/// transactions that follow one by one, in every journal mode.
 #[test]
 fn a_late_replica_gets_a_snapshot_then_transactions() {
     let p = primary();
-    sql(
-        &p,
-        "db",
-        Some("wal"),
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
-    );
-    for _ in 0..20 {
+    for mode in MODES {
+        let db = format!("{mode}.db");
         sql(
             &p,
-            "db",
-            Some("wal"),
-            "INSERT INTO t (v) VALUES (randomblob(3000));",
+            &db,
+            Some(mode),
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
         );
+        for _ in 0..20 {
+            sql(
+                &p,
+                &db,
+                Some(mode),
+                "INSERT INTO t (v) VALUES (randomblob(3000));",
+            );
+        }
     }
     let r = replica_of(&p);
-    let pos = wait_caught_up(&p, &[&r], "db");
-    let files = r.ltx_files("db");
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_eq!(
-        files[0].file_name().unwrap().to_str().unwrap(),
-        format!("{}-{}.ltx", litefs_ltx::TXID::ONE, pos.txid)
-    );
-    sql(&p, "db", Some("wal"), "INSERT INTO t (v) VALUES ('after');");
-    wait_caught_up(&p, &[&r], "db");
-    assert_eq!(r.ltx_files("db").len(), 2);
-    assert_eq!(count(&r, "db"), count(&p, "db"));
-    r.check_consistent("db");
+    for mode in MODES {
+        let db = format!("{mode}.db");
+        let pos = wait_caught_up(&p, &[&r], &db);
+        let files = r.ltx_files(&db);
+        assert_eq!(files.len(), 1, "{mode}: {files:?}");
+        assert_eq!(
+            files[0].file_name().unwrap().to_str().unwrap(),
+            format!("{}-{}.ltx", litefs_ltx::TXID::ONE, pos.txid),
+            "{mode}"
+        );
+        sql(&p, &db, Some(mode), "INSERT INTO t (v) VALUES ('after');");
+        wait_caught_up(&p, &[&r], &db);
+        assert_eq!(r.ltx_files(&db).len(), 2, "{mode}");
+        assert_eq!(count(&r, &db), count(&p, &db), "{mode}");
+        r.check_consistent(&db);
+    }
 }
 
 /// Writes on a replica fail with SQLITE_READONLY ("attempt to write a readonly database") in
@@ -212,71 +233,82 @@ fn writes_on_a_replica_are_read_only_errors() {
 }
 
 /// Dropping a database on the primary drops it on the replica; creating it again replicates
-/// again (page size 512 the second time).
+/// again (page size 512 the second time), in every journal mode.
 #[test]
 fn drop_and_recreate_propagate() {
     let p = primary();
     let r = replica_of(&p);
-    sql(
-        &p,
-        "db",
-        Some("delete"),
-        "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
-    );
-    wait_caught_up(&p, &[&r], "db");
-    assert!(r.db_path("db").exists());
-    let rm = Command::new("sh")
-        .arg("-c")
-        .arg(format!("rm -f '{}'*", p.db_path("db").display()))
-        .status()
-        .unwrap();
-    assert!(rm.success());
-    let until = Instant::now() + CATCH_UP;
-    while r.db_path("db").exists() {
-        assert!(
-            Instant::now() < until,
-            "db still on the replica\n{}",
-            r.log()
+    for mode in MODES {
+        let db = seed(&p, &[&r], mode);
+        assert!(r.db_path(&db).exists(), "{mode}");
+        let rm = Command::new("sh")
+            .arg("-c")
+            .arg(format!("rm -f '{}'*", p.db_path(&db).display()))
+            .status()
+            .unwrap();
+        assert!(rm.success());
+        let until = Instant::now() + CATCH_UP;
+        while r.db_path(&db).exists() {
+            assert!(
+                Instant::now() < until,
+                "{db} still on the replica\n{}",
+                r.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The page size first: a database in WAL mode keeps the one it was created with.
+        sql(
+            &p,
+            &db,
+            None,
+            &format!(
+                "PRAGMA page_size = 512; PRAGMA journal_mode = {mode}; \
+                 CREATE TABLE t (v BLOB); INSERT INTO t VALUES (randomblob(2000));"
+            ),
         );
-        std::thread::sleep(Duration::from_millis(5));
+        wait_caught_up(&p, &[&r], &db);
+        assert_eq!(count(&r, &db), count(&p, &db), "{mode}");
+        assert_eq!(
+            sql(&r, &db, None, "PRAGMA page_size;").trim(),
+            "512",
+            "{mode}"
+        );
+        r.check_consistent(&db);
     }
-    sql(
-        &p,
-        "db",
-        Some("delete"),
-        "PRAGMA page_size = 512; CREATE TABLE t (v BLOB); INSERT INTO t VALUES (randomblob(2000));",
-    );
-    wait_caught_up(&p, &[&r], "db");
-    assert_eq!(count(&r, "db"), count(&p, "db"));
-    assert_eq!(sql(&r, "db", None, "PRAGMA page_size;").trim(), "512");
-    r.check_consistent("db");
 }
 
 /// `lease.databases` limits what a replica follows; databases in subdirectories replicate
-/// under their relative path.
+/// under their relative path (one journal mode per database, all four).
 #[test]
 fn several_databases_and_the_databases_filter() {
     let p = primary();
     let all = replica_of(&p);
     let some = MountedNode::start_with(NodeOptions {
         role: Role::Replica(p.port()),
-        databases: &["a.db", "tenants/acme.db"],
+        databases: &["a.db", "tenants/acme.db", "c.db"],
         ..NodeOptions::default()
     });
     fs::create_dir(p.mnt().join("tenants")).unwrap();
-    for db in ["a.db", "b.db", "tenants/acme.db"] {
+    // One journal mode each.
+    let dbs = [
+        ("a.db", "wal"),
+        ("b.db", "delete"),
+        ("tenants/acme.db", "truncate"),
+        ("c.db", "persist"),
+    ];
+    for (db, mode) in dbs {
         sql(
             &p,
             db,
-            Some("wal"),
+            Some(mode),
             "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
         );
     }
-    for db in ["a.db", "b.db", "tenants/acme.db"] {
+    for (db, _) in dbs {
         wait_caught_up(&p, &[&all], db);
         assert_eq!(count(&all, db), count(&p, db));
     }
-    for db in ["a.db", "tenants/acme.db"] {
+    for db in ["a.db", "tenants/acme.db", "c.db"] {
         wait_caught_up(&p, &[&some], db);
         assert_eq!(count(&some, db), count(&p, db));
         some.check_consistent(db);
@@ -286,63 +318,68 @@ fn several_databases_and_the_databases_filter() {
 }
 
 /// The primary restarts mid-stream: the replica reconnects by itself and catches up; the
-/// replica restarts: it resumes from its own position with the transactions it missed.
+/// replica restarts: it resumes from its own position with the transactions it missed (every
+/// journal mode).
 #[test]
 fn primary_and_replica_restarts() {
     let mut p = primary();
     let mut r = replica_of(&p);
-    sql(
-        &p,
-        "db",
-        Some("wal"),
-        "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
-    );
-    wait_caught_up(&p, &[&r], "db");
-    p.restart();
-    sql(&p, "db", Some("wal"), "INSERT INTO t VALUES (2);");
-    wait_caught_up(&p, &[&r], "db");
-    r.stop();
-    sql(&p, "db", Some("wal"), "INSERT INTO t VALUES (3);");
-    sql(&p, "db", Some("wal"), "INSERT INTO t VALUES (4);");
-    r.start_again();
-    let pos = wait_caught_up(&p, &[&r], "db");
-    assert_eq!(count(&r, "db"), count(&p, "db"));
-    // Incremental: no second snapshot.
-    let files = r.ltx_files("db");
-    assert_eq!(
-        files.last().unwrap().file_name().unwrap().to_str().unwrap(),
-        format!("{0}-{0}.ltx", pos.txid)
-    );
-    r.check_consistent("db");
+    for mode in MODES {
+        let db = seed(&p, &[&r], mode);
+        p.restart();
+        sql(&p, &db, Some(mode), "INSERT INTO t VALUES (2);");
+        wait_caught_up(&p, &[&r], &db);
+        r.stop();
+        sql(&p, &db, Some(mode), "INSERT INTO t VALUES (3);");
+        sql(&p, &db, Some(mode), "INSERT INTO t VALUES (4);");
+        r.start_again();
+        let pos = wait_caught_up(&p, &[&r], &db);
+        assert_eq!(count(&r, &db), count(&p, &db), "{mode}");
+        // Incremental: no second snapshot.
+        let files = r.ltx_files(&db);
+        assert_eq!(
+            files.last().unwrap().file_name().unwrap().to_str().unwrap(),
+            format!("{0}-{0}.ltx", pos.txid),
+            "{mode}"
+        );
+        r.check_consistent(&db);
+    }
 }
 
 /// A replica whose history differs from the primary's (it was written to as a primary of its
-/// own) is re-synced by snapshot, and its own LTX files are kept under `ltx/diverged/`.
+/// own) is re-synced by snapshot, and its own LTX files are kept under `ltx/diverged/`, in
+/// every journal mode.
 #[test]
 fn divergence_is_repaired_by_snapshot_and_keeps_the_diverged_files() {
     let p = primary();
-    sql(
-        &p,
-        "db",
-        Some("delete"),
-        "CREATE TABLE t (v BLOB); INSERT INTO t VALUES ('primary');",
-    );
-    // Another primary with its own history of the same database.
+    // Another primary with its own history of the same databases.
     let mut other = primary();
-    sql(&other, "db", Some("delete"), "CREATE TABLE t (v BLOB);");
-    for _ in 0..3 {
+    let mut own: Vec<Vec<String>> = Vec::new();
+    for mode in MODES {
+        let db = format!("{mode}.db");
         sql(
-            &other,
-            "db",
-            Some("delete"),
-            "INSERT INTO t VALUES ('diverged');",
+            &p,
+            &db,
+            Some(mode),
+            "CREATE TABLE t (v BLOB); INSERT INTO t VALUES ('primary');",
+        );
+        sql(&other, &db, Some(mode), "CREATE TABLE t (v BLOB);");
+        for _ in 0..3 {
+            sql(
+                &other,
+                &db,
+                Some(mode),
+                "INSERT INTO t VALUES ('diverged');",
+            );
+        }
+        own.push(
+            other
+                .ltx_files(&db)
+                .iter()
+                .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+                .collect(),
         );
     }
-    let own: Vec<String> = other
-        .ltx_files("db")
-        .iter()
-        .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
-        .collect();
     other.stop();
     let r = MountedNode::start_prepared(
         NodeOptions {
@@ -351,18 +388,25 @@ fn divergence_is_repaired_by_snapshot_and_keeps_the_diverged_files() {
         },
         |data| copy_dir(&other.data(), data),
     );
-    wait_caught_up(&p, &[&r], "db");
-    assert_eq!(sql(&r, "db", None, "SELECT v FROM t;").trim(), "primary");
-    r.check_consistent("db");
-    let diverged = r.db_data_dir("db").join("ltx/diverged");
-    let mut kept: Vec<String> = Vec::new();
-    for dir in fs::read_dir(&diverged).unwrap() {
-        for f in fs::read_dir(dir.unwrap().path()).unwrap() {
-            kept.push(f.unwrap().file_name().into_string().unwrap());
+    for (mode, own) in MODES.iter().zip(own) {
+        let db = format!("{mode}.db");
+        wait_caught_up(&p, &[&r], &db);
+        assert_eq!(
+            sql(&r, &db, None, "SELECT v FROM t;").trim(),
+            "primary",
+            "{mode}"
+        );
+        r.check_consistent(&db);
+        let diverged = r.db_data_dir(&db).join("ltx/diverged");
+        let mut kept: Vec<String> = Vec::new();
+        for dir in fs::read_dir(&diverged).unwrap() {
+            for f in fs::read_dir(dir.unwrap().path()).unwrap() {
+                kept.push(f.unwrap().file_name().into_string().unwrap());
+            }
         }
+        kept.sort();
+        assert_eq!(kept, own, "{mode}");
     }
-    kept.sort();
-    assert_eq!(kept, own);
     assert!(r.log().contains("its LTX files are kept"), "{}", r.log());
 }
 
@@ -427,7 +471,7 @@ fn bad_stream_requests_are_refused_with_a_message() {
 }
 
 /// A replica that was down while the primary's retention removed the LTX files it needed
-/// rejoins by snapshot.
+/// rejoins by snapshot, in every journal mode.
 #[test]
 fn a_replica_behind_pruned_files_rejoins_by_snapshot() {
     let p = MountedNode::start_with(NodeOptions {
@@ -436,35 +480,35 @@ fn a_replica_behind_pruned_files_rejoins_by_snapshot() {
         ..NodeOptions::default()
     });
     let mut r = replica_of(&p);
-    sql(
-        &p,
-        "db",
-        Some("delete"),
-        "CREATE TABLE t (v BLOB); INSERT INTO t VALUES (1);",
-    );
-    wait_caught_up(&p, &[&r], "db");
+    for mode in MODES {
+        seed(&p, &[&r], mode);
+    }
     r.stop();
-    for i in 0..5 {
-        sql(
-            &p,
-            "db",
-            Some("delete"),
-            &format!("INSERT INTO t VALUES ({i});"),
-        );
+    for mode in MODES {
+        let db = format!("{mode}.db");
+        for i in 0..5 {
+            sql(&p, &db, Some(mode), &format!("INSERT INTO t VALUES ({i});"));
+        }
     }
     let until = Instant::now() + CATCH_UP;
-    while p.ltx_files("db").len() > 1 {
-        assert!(
-            Instant::now() < until,
-            "retention removed nothing\n{}",
-            p.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    for mode in MODES {
+        let db = format!("{mode}.db");
+        while p.ltx_files(&db).len() > 1 {
+            assert!(
+                Instant::now() < until,
+                "retention removed nothing of {db}\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     r.start_again();
-    wait_caught_up(&p, &[&r], "db");
-    assert_eq!(count(&r, "db"), count(&p, "db"));
-    r.check_consistent("db");
+    for mode in MODES {
+        let db = format!("{mode}.db");
+        wait_caught_up(&p, &[&r], &db);
+        assert_eq!(count(&r, &db), count(&p, &db), "{mode}");
+        r.check_consistent(&db);
+    }
 }
 
 /// A second stream from a node that is already streaming is refused (409), as is a stream
@@ -530,7 +574,7 @@ fn duplicate_and_self_streams_are_refused() {
 fn a_reader_on_a_replica_sees_one_state_until_its_transaction_ends() {
     let p = primary();
     let r = replica_of(&p);
-    for mode in ["delete", "wal"] {
+    for mode in MODES {
         let db = format!("{mode}.db");
         sql(
             &p,
