@@ -502,13 +502,6 @@ impl Db {
             }
             *db.published.lock().unwrap_or_else(|e| e.into_inner()) = inner.pos;
         }
-        // The range files already there (bursts of WAL commits, crash recovery), so that
-        // replication finds them by their first TXID without listing the folder each time.
-        if let Ok(files) = crate::recover::ltx_files(&db.ltx_dir) {
-            for (min, max, _) in files {
-                db.remember_range(min, max);
-            }
-        }
         Ok(db)
     }
 
@@ -2019,23 +2012,22 @@ impl Db {
             .saturating_add(newest.header.wal_size)
             .saturating_sub(first.header.wal_offset);
         let post = newest.post;
-        // Page -> (checksum, offset, which transaction's WAL handle).
-        let mut pages: BTreeMap<PageNum, (Checksum, u64, usize)> = BTreeMap::new();
-        for (i, item) in batch.iter().enumerate() {
+        // The newest version of each page: its checksum and where it is in the WAL (the
+        // batch's transactions are of one WAL, so any of their handles reads it).
+        let mut pages: BTreeMap<PageNum, (Checksum, u64)> = BTreeMap::new();
+        for item in &batch {
             for &(pgno, sum, at) in &item.pages {
-                pages.insert(pgno, (sum, at, i));
+                pages.insert(pgno, (sum, at));
             }
         }
         let list: Vec<(PageNum, Checksum, u64)> = pages
-            .iter()
-            .map(|(&pgno, &(sum, at, _))| (pgno, sum, at))
+            .into_iter()
+            .map(|(pgno, (sum, at))| (pgno, sum, at))
             .collect();
         let wal_path = self.path(FileKind::Wal);
-        let written = self.encode_ltx_file(&header, &list, post, false, &mut |pgno, at, buf| {
-            let i = pages.get(&pgno).map_or(0, |&(_, _, i)| i);
-            batch[i]
-                .wal
-                .read_exact_at(buf, at)
+        let wal = &newest.wal;
+        let written = self.encode_ltx_file(&header, &list, post, false, &mut |_, at, buf| {
+            wal.read_exact_at(buf, at)
                 .map_err(Error::io("read", &wal_path))
         });
         match written {

@@ -352,6 +352,11 @@ fn recover_files(db: &Db, inner: &mut Inner) -> Result<()> {
 
     // 4. The database file against the position (whose last file step 3 may have written).
     let files = ltx_files(&ltx_dir)?;
+    // Range files (bursts of WAL commits, step 3), so that replication finds them by their
+    // first TXID without listing the folder.
+    for (min, max, _) in &files {
+        db.remember_range(*min, *max);
+    }
     if let Some(fps) = rewritten {
         let len = inner
             .db
