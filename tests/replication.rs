@@ -380,14 +380,7 @@ fn divergence_is_repaired_by_snapshot_and_keeps_the_diverged_files() {
                 .collect(),
         );
     }
-    other.stop();
-    let r = MountedNode::start_prepared(
-        NodeOptions {
-            role: Role::Replica(p.port()),
-            ..NodeOptions::default()
-        },
-        |data| copy_dir(&other.data(), data),
-    );
+    let r = replica_from_data_of(&p, &mut other);
     for (mode, own) in MODES.iter().zip(own) {
         let db = format!("{mode}.db");
         wait_caught_up(&p, &[&r], &db);
@@ -408,6 +401,62 @@ fn divergence_is_repaired_by_snapshot_and_keeps_the_diverged_files() {
         assert_eq!(kept, own, "{mode}");
     }
     assert!(r.log().contains("its LTX files are kept"), "{}", r.log());
+}
+
+/// LiteFS's three kinds of divergence (`TestMultiNode_PositionMismatchRecovery`) converge to
+/// the primary, each keeping the replica's own files under `ltx/diverged/`: the same TXID with
+/// another checksum, a replica ahead of the primary, and a replica behind whose checksum the
+/// primary's next file does not continue.
+#[test]
+fn every_kind_of_divergence_converges_to_the_primary() {
+    let p = primary();
+    let mut other = primary();
+    let cases: [(&str, &[&str], &[&str]); 3] = [
+        ("same-txid.db", &["'p'"], &["'o'"]),
+        ("replica-ahead.db", &["'p'"], &["'o1'", "'o2'", "'o3'"]),
+        ("pre-apply.db", &["'p1'", "'p2'"], &["'o1'"]),
+    ];
+    for (db, on_primary, on_other) in cases {
+        for (node, rows) in [(&p, on_primary), (&other, on_other)] {
+            sql(node, db, Some("delete"), "CREATE TABLE t (v TEXT);");
+            for v in rows {
+                sql(
+                    node,
+                    db,
+                    Some("delete"),
+                    &format!("INSERT INTO t VALUES ({v});"),
+                );
+            }
+        }
+    }
+    let r = replica_from_data_of(&p, &mut other);
+    for (db, on_primary, _) in cases {
+        let pos = wait_caught_up(&p, &[&r], db);
+        assert_eq!(pos.txid.get(), 1 + on_primary.len() as u64, "{db}");
+        assert_eq!(count(&r, db), count(&p, db), "{db}");
+        assert_eq!(
+            sql(&r, db, None, "SELECT group_concat(v) FROM t;"),
+            sql(&p, db, None, "SELECT group_concat(v) FROM t;"),
+            "{db}"
+        );
+        r.check_consistent(db);
+        let kept = fs::read_dir(r.db_data_dir(db).join("ltx/diverged"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(kept, 1, "{db}: one folder of diverged files");
+    }
+}
+
+/// Stops `other` and starts a replica of `primary` on a copy of `other`'s data directory.
+fn replica_from_data_of(primary: &MountedNode, other: &mut MountedNode) -> MountedNode {
+    other.stop();
+    MountedNode::start_prepared(
+        NodeOptions {
+            role: Role::Replica(primary.port()),
+            ..NodeOptions::default()
+        },
+        |data| copy_dir(&other.data(), data),
+    )
 }
 
 /// Copies a directory tree (the data directory of a stopped node).
@@ -505,8 +554,19 @@ fn a_replica_behind_pruned_files_rejoins_by_snapshot() {
     r.start_again();
     for mode in MODES {
         let db = format!("{mode}.db");
-        wait_caught_up(&p, &[&r], &db);
+        let pos = wait_caught_up(&p, &[&r], &db);
         assert_eq!(count(&r, &db), count(&p, &db), "{mode}");
+        // As in LiteFS's TestMultiNode_RejoinWithSnapshot: one file, the snapshot.
+        let files: Vec<String> = r
+            .ltx_files(&db)
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            files,
+            [format!("{}-{}.ltx", litefs_ltx::TXID::ONE, pos.txid)],
+            "{mode}"
+        );
         r.check_consistent(&db);
     }
 }
