@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use litefs_config::{Config, LeaseType};
-use litefs_node::{NodeOptions, Role};
+use litefs_lease::PrimaryInfo;
+use litefs_node::{LeaseKind, NodeOptions};
 use litefs_store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -24,32 +25,75 @@ fn resolve(dir: &Path) -> Result<PathBuf> {
     std::path::absolute(dir).with_context(|| format!("resolve {}", dir.display()))
 }
 
+/// The machine's host name (`HOSTNAME`, else the kernel's), as LiteFS defaults
+/// `lease.hostname`.
+fn machine_hostname() -> Result<String> {
+    if let Ok(h) = std::env::var("HOSTNAME") {
+        if !h.trim().is_empty() {
+            return Ok(h.trim().to_owned());
+        }
+    }
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("read the host name (/proc/sys/kernel/hostname); set lease.hostname")?;
+    Ok(h.trim().to_owned())
+}
+
+/// The port of `http.addr` (`:20202`, `0.0.0.0:20202`).
+fn http_port(addr: &str) -> Result<u16> {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .with_context(|| format!("http.addr {addr:?} has no port"))
+}
+
 /// Runs the node until a shutdown signal. Returns the process exit code.
 pub fn run(config: Config, flags: Flags) -> Result<i32> {
-    let lease = config.lease_type()?;
-    if lease != LeaseType::Static {
-        bail!(
-            "lease.type: consul is not available yet in this build; use lease.type: static \
-             (the node with lease.candidate: true is the primary, the others follow \
-             lease.advertise-url)"
-        );
-    }
-    let role = if config.lease.candidate {
-        Role::Primary
+    let lease_type = config.lease_type()?;
+    let hostname = if config.lease.hostname.is_empty() {
+        machine_hostname()?
     } else {
-        if config.lease.advertise_url.is_empty() {
-            bail!(
-                "lease.advertise-url must be the primary's URL on a replica (lease.candidate: \
-                 false with the static lease)"
-            );
+        config.lease.hostname.clone()
+    };
+    let (lease, own) = match lease_type {
+        LeaseType::Static => {
+            if !config.lease.candidate && config.lease.advertise_url.is_empty() {
+                bail!(
+                    "lease.advertise-url must be the primary's URL on a replica (lease.candidate: \
+                     false with the static lease)"
+                );
+            }
+            // With the static lease, hostname and URL are the primary's on every node.
+            let primary = PrimaryInfo {
+                hostname: if config.lease.hostname.is_empty() {
+                    config.lease.advertise_url.clone()
+                } else {
+                    config.lease.hostname.clone()
+                },
+                advertise_url: config.lease.advertise_url.clone(),
+            };
+            let own = PrimaryInfo {
+                hostname: String::new(),
+                advertise_url: String::new(),
+            };
+            (LeaseKind::Static { primary }, own)
         }
-        Role::Replica {
-            url: config.lease.advertise_url.clone(),
-            hostname: if config.lease.hostname.is_empty() {
-                config.lease.advertise_url.clone()
+        LeaseType::Consul => {
+            let advertise_url = if config.lease.advertise_url.is_empty() {
+                format!("http://{hostname}:{}", http_port(&config.http.addr)?)
             } else {
-                config.lease.hostname.clone()
-            },
+                config.lease.advertise_url.clone()
+            };
+            (
+                LeaseKind::Consul {
+                    url: config.lease.consul.url.clone(),
+                    key: config.lease.consul.key.clone(),
+                    ttl: config.lease.consul.ttl.as_std(),
+                    lock_delay: config.lease.consul.lock_delay.as_std(),
+                },
+                PrimaryInfo {
+                    hostname,
+                    advertise_url,
+                },
+            )
         }
     };
     let signals = block_shutdown_signals()?;
@@ -64,10 +108,14 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         fuse_debug: config.fuse.debug || flags.fuse_debug,
         skip_unmount: flags.skip_unmount,
         http_addr: config.http.addr.clone(),
-        role,
+        lease,
+        own,
         candidate: config.lease.candidate,
+        promote: config.lease.promote,
         databases: config.lease.databases.clone(),
         reconnect_delay: config.lease.reconnect_delay.as_std(),
+        demote_delay: config.lease.demote_delay.as_std(),
+        stale_timeout: Some(config.lease.stale_timeout.as_std()).filter(|d| !d.is_zero()),
     };
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

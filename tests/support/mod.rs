@@ -70,4 +70,5 @@ pub fn sqlite3(db: &Path, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 pub mod cluster;
+pub mod consul;
 pub mod mount;

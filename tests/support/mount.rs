@@ -48,6 +48,10 @@ pub struct NodeOptions {
     pub role: Role,
     /// `lease.databases`: what a replica follows (all when empty).
     pub databases: &'static [&'static str],
+    /// `lease.promote` (Consul lease).
+    pub promote: bool,
+    /// `lease.stale-timeout` (Consul lease), e.g. `"30s"`.
+    pub stale_timeout: Option<&'static str>,
 }
 
 /// A node's role with the static lease.
@@ -57,6 +61,13 @@ pub enum Role {
     Primary,
     /// `candidate: false`, following the primary whose API listens on this port.
     Replica(u16),
+    /// The Consul lease, with the agent on this HTTP port.
+    Consul {
+        /// The agent's HTTP port.
+        consul_port: u16,
+        /// `lease.candidate`.
+        candidate: bool,
+    },
 }
 
 /// A port nothing listens on now (the kernel's pick for a socket bound and closed).
@@ -77,6 +88,8 @@ impl Default for NodeOptions {
             retention_monitor_interval: None,
             role: Role::Primary,
             databases: &[],
+            promote: false,
+            stale_timeout: None,
         }
     }
 }
@@ -173,9 +186,34 @@ impl MountedNode {
         if let Some(i) = self.opts.retention_monitor_interval {
             writeln!(retention, "  retention-monitor-interval: {i}").unwrap();
         }
-        let (candidate, primary_port) = match self.opts.role {
-            Role::Primary => (true, self.port),
-            Role::Replica(port) => (false, port),
+        let lease = match self.opts.role {
+            Role::Primary | Role::Replica(_) => {
+                let (candidate, primary_port) = match self.opts.role {
+                    Role::Replica(port) => (false, port),
+                    _ => (true, self.port),
+                };
+                format!(
+                    "  type: static\n  candidate: {candidate}\n  hostname: primary-{primary_port}\n  \
+                     advertise-url: http://127.0.0.1:{primary_port}\n"
+                )
+            }
+            Role::Consul {
+                consul_port,
+                candidate,
+            } => {
+                let mut l = format!(
+                    "  type: consul\n  candidate: {candidate}\n  promote: {promote}\n  \
+                     hostname: node-{port}\n  advertise-url: http://127.0.0.1:{port}\n  \
+                     demote-delay: 1s\n  consul:\n    url: http://127.0.0.1:{consul_port}\n    \
+                     key: litefs/primary\n",
+                    promote = self.opts.promote,
+                    port = self.port,
+                );
+                if let Some(t) = self.opts.stale_timeout {
+                    writeln!(l, "  stale-timeout: {t}").unwrap();
+                }
+                l
+            }
         };
         let mut databases = String::new();
         if !self.opts.databases.is_empty() {
@@ -186,9 +224,8 @@ impl MountedNode {
         }
         let yaml = format!(
             "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n  compress: {compress}\n{retention}\
-             strict-verify: {strict}\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n  type: static\n  \
-             candidate: {candidate}\n  hostname: primary-{primary_port}\n  \
-             advertise-url: http://127.0.0.1:{primary_port}\n  reconnect-delay: 100ms\n{databases}",
+             strict-verify: {strict}\nhttp:\n  addr: 127.0.0.1:{port}\nlease:\n{lease}  \
+             reconnect-delay: 100ms\n{databases}",
             mnt = self.mnt().display(),
             data = self.data().display(),
             compress = self.opts.compress,
@@ -470,6 +507,12 @@ impl MountedNode {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Changes the options (the config is rewritten; a running node sees it at its next start).
+    pub fn set_opts(&mut self, change: impl FnOnce(&mut NodeOptions)) {
+        change(&mut self.opts);
+        self.write_config();
     }
 
     /// Starts the node again on the same data directory (after `stop` or `kill9`).

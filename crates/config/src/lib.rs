@@ -425,6 +425,14 @@ pub struct LeaseConfig {
     #[serde(deserialize_with = "de::or_default")]
     pub demote_delay: Duration,
 
+    /// `lease.stale-timeout` (default `0`, never; not a LiteFS key): how long a candidate that
+    /// is behind what the cluster committed (the position the primary publishes in Consul)
+    /// waits, while nobody holds the lease, for a fresher node to come back before it takes the
+    /// lease anyway and the cluster continues from its data. With `0` it never does: an
+    /// operator decides (`litefs-rs forget-position`).
+    #[serde(deserialize_with = "de::or_default")]
+    pub stale_timeout: Duration,
+
     /// `lease.databases` (default: all): replicate only these databases. Only allowed on
     /// nodes that cannot become primary (`candidate: false`).
     #[serde(deserialize_with = "de::or_default")]
@@ -445,6 +453,7 @@ impl Default for LeaseConfig {
             promote: false,
             reconnect_delay: Duration::from_secs(1),
             demote_delay: Duration::from_secs(10),
+            stale_timeout: Duration::ZERO,
             databases: Vec::new(),
             consul: ConsulConfig::default(),
         }

@@ -6,7 +6,7 @@
 mod events;
 mod transfer;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::pin::Pin;
@@ -20,7 +20,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use litefs_ltx::NodeId;
 use litefs_replication::primary::{self, StreamOptions};
-use litefs_replication::replica::ID_HEADER;
+use litefs_replication::replica::{CLUSTER_ID_HEADER, ID_HEADER};
 use litefs_replication::PosMap;
 use litefs_store::Store;
 use tokio::net::TcpListener;
@@ -46,11 +46,29 @@ pub struct Api {
     pub(crate) invalidator: litefs_fuse::Invalidator,
     /// What the streams send, built once per LTX file.
     pub(crate) file_cache: Arc<primary::FileCache>,
-    /// Replicas streaming now, by node id.
-    pub(crate) streams: Mutex<HashSet<NodeId>>,
+    /// Replicas streaming now, by node id, with the way to hand the lease to each.
+    pub(crate) streams: Mutex<HashMap<NodeId, mpsc::Sender<primary::Handoff>>>,
+    /// Ends the streams when this node stops being the primary (replaced at each term).
+    pub(crate) primary_term: Mutex<CancellationToken>,
+    /// The cluster id, once known.
+    pub(crate) cluster_id: Arc<Mutex<Option<String>>>,
+    /// The primary's advertise URL while following it.
+    pub(crate) primary_url: Arc<Mutex<Option<String>>>,
+    /// Asks the role loop to hand the lease to a replica.
+    pub(crate) handoffs: mpsc::Sender<HandoffRequest>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
 }
+
+/// `POST /handoff`: hand the lease to this replica; the answer says whether it was done.
+#[derive(Debug)]
+pub(crate) struct HandoffRequest {
+    pub(crate) peer: NodeId,
+    pub(crate) reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// How long `/handoff` and `/promote` wait for the hand-off.
+const HANDOFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 type ApiBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -179,6 +197,39 @@ impl Drop for StreamBody {
 }
 
 impl Api {
+    /// Asks the stream of `peer` to send everything and then the lease; the receiver is told
+    /// once the Handoff frame is queued. `None` if that replica is not streaming.
+    pub(crate) fn hand_off(
+        &self,
+        peer: NodeId,
+        lease_id: String,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let tx = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+            .cloned()?;
+        let (sent, rx) = tokio::sync::oneshot::channel();
+        tx.try_send(primary::Handoff { lease_id, sent }).ok()?;
+        Some(rx)
+    }
+
+    /// Starts a term as the primary: streams opened from now on end with [`Api::end_term`].
+    pub(crate) fn begin_term(&self) {
+        let mut term = self.primary_term.lock().unwrap_or_else(|e| e.into_inner());
+        term.cancel();
+        *term = self.cancel.child_token();
+    }
+
+    /// Ends the streams of this term (the node is no longer the primary).
+    pub(crate) fn end_term(&self) {
+        self.primary_term
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cancel();
+    }
+
     /// Serves connections from `listener` until `cancel` fires.
     pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
@@ -223,13 +274,22 @@ impl Api {
             (&Method::GET, "/export") => self.clone().export(req).await,
             (&Method::POST, "/import") => self.clone().import(req).await,
             (&Method::GET, "/events") => self.clone().events(),
-            (_, "/stream" | "/info" | "/metrics" | "/export" | "/import" | "/events") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-            }
+            (&Method::POST, "/handoff") => self.clone().handoff(req).await,
+            (&Method::POST, "/promote") => self.clone().promote().await,
+            (
+                _,
+                "/stream" | "/info" | "/metrics" | "/export" | "/import" | "/events" | "/handoff"
+                | "/promote",
+            ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             (_, path) => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         };
         if let Ok(v) = hyper::header::HeaderValue::from_str(&self.store.node_id().to_string()) {
             resp.headers_mut().insert(ID_HEADER, v);
+        }
+        if let Some(id) = self.cluster_id() {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
+                resp.headers_mut().insert(CLUSTER_ID_HEADER, v);
+            }
         }
         resp
     }
@@ -300,15 +360,22 @@ impl Api {
             Ok(p) => p,
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad position map: {e}")),
         };
+        let (handoff_tx, handoff_rx) = mpsc::channel(1);
         {
             let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-            if !streams.insert(peer) {
+            if streams.contains_key(&peer) {
                 return text(
                     StatusCode::CONFLICT,
                     format!("node {peer} is already streaming from this node"),
                 );
             }
+            streams.insert(peer, handoff_tx);
         }
+        let term = self
+            .primary_term
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .child_token();
         tracing::info!(%peer, databases = positions.len(), "replica connected");
         let rx = primary::spawn(
             self.store.clone(),
@@ -320,7 +387,8 @@ impl Api {
                 cache: self.file_cache.clone(),
             },
             self.changes.clone(),
-            self.cancel.child_token(),
+            handoff_rx,
+            term,
             &self.tracker,
         );
         Response::new(
@@ -333,10 +401,105 @@ impl Api {
         )
     }
 
+    fn cluster_id(&self) -> Option<String> {
+        self.cluster_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `POST /handoff?nodeID=<hex>`: on the primary, hands the lease to that connected replica.
+    async fn handoff(self: Arc<Self>, req: Request<Incoming>) -> Response<ApiBody> {
+        let peer = match query_param(req.uri(), "nodeID") {
+            Ok(Some(v)) => match v.parse::<NodeId>() {
+                Ok(id) => id,
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad nodeID {v:?}: {e}")),
+            },
+            Ok(None) => return text(StatusCode::BAD_REQUEST, "nodeID required"),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad query: {e}")),
+        };
+        if !*self.primary.borrow() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this node is not the primary",
+            );
+        }
+        if !self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&peer)
+        {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("node {peer} is not streaming from this node"),
+            );
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self
+            .handoffs
+            .send(HandoffRequest { peer, reply })
+            .await
+            .is_err()
+        {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down");
+        }
+        match tokio::time::timeout(HANDOFF_TIMEOUT, answer).await {
+            Ok(Ok(Ok(()))) => text(StatusCode::OK, format!("handed the lease to {peer}")),
+            Ok(Ok(Err(e))) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+            Ok(Err(_)) => text(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down"),
+            Err(_) => text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("no hand-off within {HANDOFF_TIMEOUT:?}"),
+            ),
+        }
+    }
+
+    /// `POST /promote`: on a candidate replica, asks the primary to hand its lease to this node,
+    /// and answers once this node is the primary.
+    async fn promote(self: Arc<Self>) -> Response<ApiBody> {
+        if !self.candidate {
+            return text(
+                StatusCode::CONFLICT,
+                "this node is not a candidate (lease.candidate: false): it cannot become primary",
+            );
+        }
+        if *self.primary.borrow() {
+            return text(StatusCode::OK, "this node is already the primary");
+        }
+        let Some(url) = self
+            .primary_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no primary known to hand the lease over",
+            );
+        };
+        match request_handoff(&url, self.store.node_id()).await {
+            Ok(()) => {}
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+        let mut primary = self.primary.clone();
+        let became = tokio::time::timeout(HANDOFF_TIMEOUT, async {
+            primary.wait_for(|p| *p).await.is_ok()
+        })
+        .await;
+        match became {
+            Ok(true) => text(StatusCode::OK, "this node is the primary"),
+            _ => text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the primary handed the lease over, but this node did not become primary within {HANDOFF_TIMEOUT:?}"),
+            ),
+        }
+    }
+
     fn info(&self) -> Response<ApiBody> {
         let primary = self.store.status().primary();
         let info = serde_json::json!({
-            "clusterID": "",
+            "clusterID": self.cluster_id().unwrap_or_default(),
             "isPrimary": *self.primary.borrow(),
             "candidate": self.candidate,
             "path": self.mount_dir,
@@ -497,4 +660,55 @@ fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Asks the primary at `url` to hand its lease to node `me` (`POST /handoff`).
+pub(crate) async fn request_handoff(url: &str, me: NodeId) -> Result<(), String> {
+    let authority = url
+        .strip_prefix("http://")
+        .map(|r| r.trim_end_matches('/'))
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+        .ok_or_else(|| format!("primary URL {url:?} is not http://host:port"))?;
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(authority),
+    )
+    .await
+    .map_err(|_| format!("connect to {url}: timed out"))?
+    .map_err(|e| format!("connect to {url}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("connect to {url}: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/handoff?nodeID={me}"))
+        .header(hyper::header::HOST, authority)
+        .header(ID_HEADER, me.to_string())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let exchange = async {
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_owned())
+            .unwrap_or_default();
+        Ok::<_, String>((status, body))
+    };
+    let result = tokio::time::timeout(
+        HANDOFF_TIMEOUT + std::time::Duration::from_secs(1),
+        exchange,
+    )
+    .await
+    .map_err(|_| format!("{url}/handoff: no answer"))?;
+    conn.abort();
+    let (status, body) = result?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url}/handoff answered {status}: {body}"))
+    }
 }

@@ -1,36 +1,53 @@
-//! A litefs-rs node: the store, its FUSE mount, the internal HTTP API, and replication in the
-//! node's role (with the static lease: the candidate is the primary, every other node follows
-//! it). [`run`] serves until the shutdown token fires, then stops every task it started,
-//! unmounts and makes every LTX file durable.
+//! A litefs-rs node: the store, its FUSE mount, the internal API, and replication in the
+//! node's role. The role comes from the lease ([`litefs_lease::Leaser`]): with the static
+//! lease the candidate is the primary and every other node follows it; with the Consul lease
+//! the candidates elect one, and the role changes as nodes come and go ([`role`] decides, the
+//! role loop here carries it out). [`run`] serves until the shutdown token fires, then releases
+//! the lease, stops every task it started, unmounts and makes every LTX file durable.
 
 mod api;
 mod apply;
+pub mod role;
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use litefs_fuse::MountOptions;
+use litefs_lease::{
+    ClusterPosition, ConsulLeaser, ConsulOptions, Lease, LeaseError, Leaser, PrimaryInfo,
+    StaticLeaser,
+};
 use litefs_replication::replica::{self, Ended, FollowEvent, FollowOptions};
 use litefs_store::{Store, StoreOptions};
-use tokio::sync::watch;
+use role::{Action, Event, Machine, Phase, Timing};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use apply::{ApplyError, MountApplier};
 
-/// This node's role.
+/// How the primary is chosen.
 #[derive(Clone, Debug)]
-pub enum Role {
-    /// The primary: takes writes and streams them to replicas.
-    Primary,
-    /// A replica of the primary at `url` (its advertise URL), called `hostname`.
-    Replica {
-        /// The primary's advertise URL.
+pub enum LeaseKind {
+    /// `lease.type: static`: the candidate is the primary; the others follow `primary`.
+    Static {
+        /// The primary's hostname and URL (`lease.hostname`, `lease.advertise-url`).
+        primary: PrimaryInfo,
+    },
+    /// `lease.type: consul`.
+    Consul {
+        /// `lease.consul.url`.
         url: String,
-        /// The primary's hostname (`.primary`).
-        hostname: String,
+        /// `lease.consul.key`.
+        key: String,
+        /// `lease.consul.ttl`.
+        ttl: Duration,
+        /// `lease.consul.lock-delay`.
+        lock_delay: Duration,
     },
 }
 
@@ -57,14 +74,22 @@ pub struct NodeOptions {
     pub skip_unmount: bool,
     /// `http.addr` (`:20202` means every interface).
     pub http_addr: String,
-    /// The role.
-    pub role: Role,
+    /// The lease.
+    pub lease: LeaseKind,
+    /// This node's name and API URL, as written into the lease when it is the primary (Consul).
+    pub own: PrimaryInfo,
     /// `lease.candidate`.
     pub candidate: bool,
+    /// `lease.promote`: once caught up with the primary, ask it for the lease.
+    pub promote: bool,
     /// `lease.databases`: what a replica follows (all when empty).
     pub databases: Vec<String>,
     /// `lease.reconnect-delay`: the first wait before reconnecting to the primary.
     pub reconnect_delay: Duration,
+    /// `lease.demote-delay`: after handing the lease over, how long not to compete for it.
+    pub demote_delay: Duration,
+    /// `lease.stale-timeout`: how long a candidate behind the cluster waits for a fresher node.
+    pub stale_timeout: Option<Duration>,
 }
 
 /// Why a node could not start or stopped with an error.
@@ -78,6 +103,18 @@ pub enum NodeError {
         /// What failed.
         #[source]
         source: litefs_store::Error,
+    },
+    /// The lease cannot be set up.
+    #[error("lease")]
+    Lease(#[source] LeaseError),
+    /// The cluster id file cannot be read.
+    #[error("read {path}")]
+    ClusterId {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
     },
     /// Mounting failed.
     #[error("mount {path}")]
@@ -102,9 +139,6 @@ pub enum NodeError {
     Sync(#[source] litefs_store::Error),
 }
 
-/// The longest wait between attempts to reach the primary.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
-
 /// What a running node reports.
 #[derive(Clone, Debug)]
 pub struct NodeStatus {
@@ -118,6 +152,43 @@ fn bind_addr(addr: &str) -> String {
         Some(port) => format!("0.0.0.0:{port}"),
         None => addr.to_owned(),
     }
+}
+
+/// The cluster id file in the data directory (`LFSC` and 16 hex digits, as LiteFS writes it).
+const CLUSTER_ID_FILE: &str = "clusterid";
+
+fn read_cluster_id(data_dir: &Path) -> Result<Option<String>, NodeError> {
+    let path = data_dir.join(CLUSTER_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(NodeError::ClusterId { path, source }),
+    }
+}
+
+fn write_cluster_id(data_dir: &Path, id: &str) -> std::io::Result<()> {
+    let tmp = data_dir.join(format!("{CLUSTER_ID_FILE}.tmp"));
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("{id}\n").as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, data_dir.join(CLUSTER_ID_FILE))?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+/// A new cluster id: `LFSC` and 16 uppercase hex digits.
+fn new_cluster_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("LFSC{:016X}", h.finish())
 }
 
 /// Runs a node until `shutdown` fires. `started` receives the node's status once it serves.
@@ -139,17 +210,37 @@ pub async fn run(
         })?,
     );
     tracing::info!(data = %opts.data_dir.display(), node = %store.node_id(), "store opened");
-    let is_primary = matches!(opts.role, Role::Primary);
-    store.set_readonly(!is_primary);
-    match &opts.role {
-        Role::Primary => store.status().set_primary_timestamp(0),
-        Role::Replica { hostname, .. } => {
-            store.status().set_primary(Some(hostname.clone()));
-            store
-                .status()
-                .set_primary_timestamp(litefs_store::status::NOT_READY);
-        }
-    }
+    let leaser = match &opts.lease {
+        LeaseKind::Static { primary } => Leaser::Static(StaticLeaser {
+            is_primary: opts.candidate,
+            primary: primary.clone(),
+        }),
+        LeaseKind::Consul {
+            url,
+            key,
+            ttl,
+            lock_delay,
+        } => Leaser::Consul(Box::new(
+            ConsulLeaser::new(ConsulOptions {
+                url: url.clone(),
+                key: key.clone(),
+                ttl: *ttl,
+                lock_delay: *lock_delay,
+                info: opts.own.clone(),
+            })
+            .map_err(NodeError::Lease)?,
+        )),
+    };
+    let cluster_id = Arc::new(Mutex::new(read_cluster_id(&opts.data_dir)?));
+    // A node takes no writes until the lease says it is the primary; the static lease says so
+    // at once (the role loop confirms it before anything can connect).
+    let static_primary = matches!(leaser, Leaser::Static(_)) && opts.candidate;
+    store.set_readonly(!static_primary);
+    store.status().set_primary_timestamp(if static_primary {
+        0
+    } else {
+        litefs_store::status::NOT_READY
+    });
     let (changes_tx, changes_rx) = watch::channel(0u64);
     let changes_tx = Arc::new(changes_tx);
     {
@@ -181,12 +272,12 @@ pub async fn run(
         source,
     })?;
     let mount_dir = mount.dir().to_owned();
-    tracing::info!(dir = %mount_dir.display(), primary = is_primary, "mounted");
+    tracing::info!(dir = %mount_dir.display(), lease = leaser.kind(), candidate = opts.candidate, "mounted");
 
     let tracker = TaskTracker::new();
     let cancel = shutdown.child_token();
-    let (primary_tx, primary_rx) = watch::channel(is_primary);
-    let (ready_tx, ready_rx) = watch::channel(is_primary);
+    let (primary_tx, primary_rx) = watch::channel(static_primary);
+    let (ready_tx, ready_rx) = watch::channel(static_primary);
 
     let addr = bind_addr(&opts.http_addr);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -203,6 +294,7 @@ pub async fn run(
         }
     };
     tracing::info!(addr = %listener.local_addr().map_or(addr.clone(), |a| a.to_string()), "internal API listening");
+    let (handoff_tx, handoff_rx) = mpsc::channel(4);
     let api = Arc::new(api::Api {
         store: store.clone(),
         primary: primary_rx,
@@ -212,30 +304,33 @@ pub async fn run(
         mount_dir: mount_dir.display().to_string(),
         invalidator: mount.invalidator(),
         file_cache: Arc::default(),
-        streams: Mutex::new(HashSet::new()),
+        streams: Mutex::new(HashMap::new()),
+        primary_term: Mutex::new(cancel.child_token()),
+        cluster_id: cluster_id.clone(),
+        primary_url: Arc::default(),
+        handoffs: handoff_tx,
         cancel: cancel.clone(),
         tracker: tracker.clone(),
     });
-    tracker.spawn(api.serve(listener));
+    tracker.spawn(api.clone().serve(listener));
 
-    if let Role::Replica { url, .. } = &opts.role {
-        let mount_applier =
-            MountApplier::new(store.clone(), mount_dir.clone(), mount.invalidator());
-        tracker.spawn(sync_loop(mount_applier.clone(), cancel.clone()));
-        let applier = Arc::new(MountApplierAdapter(mount_applier));
-        tracker.spawn(follow_loop(
-            store.clone(),
-            FollowOptions {
-                url: url.clone(),
-                node_id: store.node_id(),
-                filter: opts.databases.clone(),
-            },
-            applier,
-            ready_tx,
-            opts.reconnect_delay,
-            cancel.clone(),
-        ));
-    }
+    let mount_applier = MountApplier::new(store.clone(), mount_dir.clone(), mount.invalidator());
+    tracker.spawn(sync_loop(mount_applier.clone(), cancel.clone()));
+    let roles = Arc::new(Roles {
+        store: store.clone(),
+        leaser: Arc::new(leaser),
+        api: api.clone(),
+        primary: primary_tx,
+        ready: Arc::new(ready_tx),
+        applier: Arc::new(MountApplierAdapter(mount_applier)),
+        cluster_id,
+        data_dir: opts.data_dir.clone(),
+        opts: opts.clone(),
+        promoted: AtomicBool::new(false),
+        tracker: tracker.clone(),
+        cancel: cancel.clone(),
+    });
+    let role_task = tracker.spawn(roles.clone().run(handoff_rx));
 
     if !opts.retention_interval.is_zero() {
         tracker.spawn(retention_loop(
@@ -245,7 +340,6 @@ pub async fn run(
             cancel.clone(),
         ));
     }
-    tracker.close();
     if let Some(started) = started {
         let _ = started.send(NodeStatus { ready: ready_rx });
     }
@@ -253,8 +347,10 @@ pub async fn run(
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     cancel.cancel();
+    // The role loop releases the lease before anything else stops.
+    let _ = role_task.await;
+    tracker.close();
     tracker.wait().await;
-    drop(primary_tx);
     if let Err(e) = mount.unmount() {
         // Something still has files open in the mount: detach it now; it goes away when they
         // close. Everything written is already in the store.
@@ -264,16 +360,14 @@ pub async fn run(
         }
     }
     store.sync().map_err(NodeError::Sync)?;
-    if !is_primary {
-        // What the replica applied since its last sync.
-        litefs_store::fsutil::sync_filesystem(store.dbs_dir()).map_err(|source| {
-            NodeError::Sync(litefs_store::Error::Io {
-                op: "sync",
-                path: store.dbs_dir().to_owned(),
-                source,
-            })
-        })?;
-    }
+    // What a replica applied since its last sync.
+    litefs_store::fsutil::sync_filesystem(store.dbs_dir()).map_err(|source| {
+        NodeError::Sync(litefs_store::Error::Io {
+            op: "sync",
+            path: store.dbs_dir().to_owned(),
+            source,
+        })
+    })?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -301,75 +395,537 @@ impl replica::Applier for MountApplierAdapter {
     }
 }
 
-/// Follows the primary until `cancel`, reconnecting after every disconnect with a growing
-/// delay (reset by a successful connection).
-async fn follow_loop(
+/// How often the primary publishes the cluster's position.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a hand-off waits for the last transactions to be written before it gives up.
+const HANDOFF_FLUSH: Duration = Duration::from_secs(2);
+
+/// What the role loop works with.
+#[derive(Debug)]
+struct Roles {
     store: Arc<Store>,
-    opts: FollowOptions,
-    applier: Arc<dyn replica::Applier>,
-    ready: watch::Sender<bool>,
-    first_delay: Duration,
+    leaser: Arc<Leaser>,
+    api: Arc<api::Api>,
+    primary: watch::Sender<bool>,
+    ready: Arc<watch::Sender<bool>>,
+    applier: Arc<MountApplierAdapter>,
+    cluster_id: Arc<Mutex<Option<String>>>,
+    data_dir: PathBuf,
+    opts: NodeOptions,
+    /// `lease.promote` asked for the lease once already.
+    promoted: AtomicBool,
+    tracker: TaskTracker,
     cancel: CancellationToken,
-) {
-    let first_delay = first_delay.max(Duration::from_millis(100));
-    let ready = Arc::new(ready);
-    let on_event: replica::EventHandler = {
-        let store = store.clone();
-        let ready = ready.clone();
-        Arc::new(move |event: FollowEvent<'_>| match event {
-            FollowEvent::Ready => {
-                store
-                    .status()
-                    .set_primary_timestamp(litefs_store::status::now_ms());
-                if !ready.send_replace(true) {
-                    tracing::info!("caught up with the primary: ready");
-                }
-            }
-            FollowEvent::Heartbeat { timestamp_ms } => {
-                if *ready.borrow() {
-                    store.status().set_primary_timestamp(timestamp_ms);
-                }
-            }
-            FollowEvent::Applied { name, .. } => {
-                if *ready.borrow() {
-                    if let Some(db) = store.db(name) {
-                        store.status().set_primary_timestamp(db.timestamp());
+}
+
+/// The role loop's own state beside the machine.
+#[derive(Default)]
+struct Running {
+    /// The current follow task.
+    follow: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// The hand-off being carried out.
+    handoff: Option<api::HandoffRequest>,
+}
+
+impl Roles {
+    fn local_cluster_id(&self) -> Option<String> {
+        self.cluster_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_local_cluster_id(&self, id: &str) {
+        if let Err(e) = write_cluster_id(&self.data_dir, id) {
+            tracing::warn!(cluster = id, "could not write the cluster id file: {e}");
+        }
+        *self.cluster_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
+    }
+
+    /// The TXID of every local database.
+    fn local_txids(&self) -> BTreeMap<String, u64> {
+        self.store
+            .dbs()
+            .iter()
+            .filter(|db| db.is_present())
+            .map(|db| (db.name().to_owned(), db.published().txid.get()))
+            .collect()
+    }
+
+    /// Runs the role machine until shutdown; releases the lease on the way out.
+    async fn run(self: Arc<Self>, mut handoffs: mpsc::Receiver<api::HandoffRequest>) {
+        let timing = Timing {
+            reconnect_delay: self.opts.reconnect_delay,
+            stale_timeout: self.opts.stale_timeout,
+            demote_delay: self.opts.demote_delay,
+        };
+        // A lease left by a previous run of this node ends now rather than at its TTL.
+        self.leaser.close().await;
+        let mut machine = Machine::new(self.opts.candidate, timing, Instant::now().into_std());
+        let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+        let mut running = Running::default();
+        loop {
+            let deadline = machine.deadline().map(Instant::from_std);
+            let event = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => Event::Shutdown,
+                Some(ev) = events.recv() => ev,
+                Some(req) = handoffs.recv() => {
+                    if matches!(machine.phase(), Phase::Primary(_)) && running.handoff.is_none() {
+                        running.handoff = Some(req);
+                        Event::HandoffRequested
+                    } else {
+                        let _ = req.reply.send(Err("this node is not the primary, or a hand-off is under way".into()));
+                        continue;
                     }
                 }
+                () = sleep_until(deadline) => Event::Tick,
+            };
+            let shutdown = matches!(event, Event::Shutdown);
+            for action in machine.on(Instant::now().into_std(), event) {
+                self.perform(action, &events_tx, &mut running, shutdown)
+                    .await;
             }
-        })
-    };
-    let mut delay = first_delay;
-    loop {
+            if shutdown {
+                break;
+            }
+        }
+        if let Some(req) = running.handoff.take() {
+            let _ = req.reply.send(Err("the node is shutting down".into()));
+        }
+        self.leaser.close().await;
+    }
+
+    async fn perform(
+        self: &Arc<Self>,
+        action: Action,
+        events: &mpsc::UnboundedSender<Event>,
+        running: &mut Running,
+        shutdown: bool,
+    ) {
+        match action {
+            Action::LookUp(wait) => {
+                let me = self.clone();
+                let events = events.clone();
+                self.tracker.spawn(async move {
+                    let ev = me.look_up(wait).await;
+                    let _ = events.send(ev);
+                });
+            }
+            Action::Acquire | Action::AcquireExisting(_) => {
+                let me = self.clone();
+                let events = events.clone();
+                self.tracker.spawn(async move {
+                    let res = match &action {
+                        Action::AcquireExisting(id) => me.leaser.acquire_existing(id).await,
+                        _ => me.leaser.acquire().await,
+                    };
+                    let ev = match res {
+                        Ok(lease) => Event::Acquired(lease),
+                        Err(e) => {
+                            tracing::warn!(
+                                "could not acquire the lease: {}",
+                                litefs_store::error_chain(&e)
+                            );
+                            Event::AcquireFailed
+                        }
+                    };
+                    let _ = events.send(ev);
+                });
+            }
+            Action::KeepAlive(lease) => {
+                let me = self.clone();
+                let events = events.clone();
+                self.tracker.spawn(async move {
+                    let ev = match me.leaser.keep_alive(&lease).await {
+                        Ok(()) => Event::KeptAlive,
+                        Err(e) => {
+                            tracing::warn!(
+                                "could not keep the lease alive: {}",
+                                litefs_store::error_chain(&e)
+                            );
+                            Event::KeepAliveFailed {
+                                expired: matches!(e, LeaseError::Expired(_)),
+                            }
+                        }
+                    };
+                    let _ = events.send(ev);
+                });
+            }
+            Action::BecomePrimary(lease) => self.become_primary(lease),
+            Action::Fence(on) => {
+                self.store.set_readonly(on);
+                if shutdown {
+                } else if on {
+                    tracing::warn!("writes refused until the lease is confirmed again");
+                } else {
+                    tracing::info!("the lease is confirmed: writes accepted again");
+                }
+            }
+            Action::StepDown => {
+                self.store.set_readonly(true);
+                self.primary.send_replace(false);
+                self.api.end_term();
+                self.store
+                    .status()
+                    .set_primary_timestamp(litefs_store::status::NOT_READY);
+                self.store.status().set_primary(None);
+                tracing::info!("this node is no longer the primary");
+            }
+            Action::Release(lease) => {
+                let leaser = self.leaser.clone();
+                let release = async move {
+                    match leaser.release(&lease).await {
+                        Ok(()) => tracing::info!("lease released"),
+                        Err(e) => tracing::warn!(
+                            "could not release the lease: {}",
+                            litefs_store::error_chain(&e)
+                        ),
+                    }
+                };
+                if shutdown {
+                    release.await;
+                } else {
+                    self.tracker.spawn(release);
+                }
+            }
+            Action::Follow(info) => {
+                let token = self.cancel.child_token();
+                let me = self.clone();
+                let events = events.clone();
+                let t = token.clone();
+                let handle = self.tracker.spawn(async move {
+                    let ev = me.follow(info, &t).await;
+                    let _ = events.send(ev);
+                });
+                running.follow = Some((token, handle));
+            }
+            Action::StopFollowing => {
+                if let Some((token, handle)) = running.follow.take() {
+                    token.cancel();
+                    let _ = handle.await;
+                }
+            }
+            Action::SendHandoff(lease) => {
+                let Some(req) = running.handoff.take() else {
+                    let _ = events.send(Event::HandoffDone(false));
+                    return;
+                };
+                let me = self.clone();
+                let events = events.clone();
+                self.tracker.spawn(async move {
+                    let res = me.hand_off(req.peer, &lease).await;
+                    if let Err(e) = &res {
+                        tracing::warn!(peer = %req.peer, "hand-off failed: {e}");
+                    } else {
+                        tracing::info!(peer = %req.peer, "handed the lease over");
+                    }
+                    let _ = events.send(Event::HandoffDone(res.is_ok()));
+                    let _ = req.reply.send(res);
+                });
+            }
+        }
+    }
+
+    /// Looks up the lease, checks the cluster id, and (when nobody holds the lease) how this
+    /// node compares with what the cluster committed.
+    async fn look_up(&self, wait: Option<(u64, Duration)>) -> Event {
+        match self.leaser.cluster_id().await {
+            Ok(Some(theirs)) => match self.local_cluster_id() {
+                None => {
+                    tracing::info!(cluster = %theirs, "joining cluster");
+                    self.set_local_cluster_id(&theirs);
+                }
+                Some(ours) if ours != theirs => {
+                    tracing::error!(
+                        ours = %ours,
+                        theirs = %theirs,
+                        "this node belongs to another cluster than the lease's: refusing to join (its data is kept)"
+                    );
+                    tokio::select! {
+                        () = self.cancel.cancelled() => {}
+                        () = tokio::time::sleep(role::MAX_RETRY_DELAY) => {}
+                    }
+                    return Event::LookupFailed;
+                }
+                Some(_) => {}
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(
+                    "could not read the cluster id: {}",
+                    litefs_store::error_chain(&e)
+                );
+                return Event::LookupFailed;
+            }
+        }
+        let lookup = match self.lookup_cancellable(wait).await {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "could not look up the lease: {}",
+                    litefs_store::error_chain(&e)
+                );
+                return Event::LookupFailed;
+            }
+            None => return Event::LookupFailed,
+        };
+        let own = lookup.primary.as_ref().is_some_and(|(info, _)| {
+            self.leaser.kind() == "consul" && info.advertise_url == self.opts.own.advertise_url
+        });
+        let mut behind = Vec::new();
+        if lookup.primary.is_none() && self.opts.candidate {
+            match self.leaser.cluster_position().await {
+                Ok(Some(pos)) => behind = pos.behind(&self.local_txids()),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        "could not read the cluster position: {}",
+                        litefs_store::error_chain(&e)
+                    );
+                    return Event::LookupFailed;
+                }
+            }
+        }
+        Event::LookedUp {
+            lookup,
+            behind,
+            own,
+        }
+    }
+
+    async fn lookup_cancellable(
+        &self,
+        wait: Option<(u64, Duration)>,
+    ) -> Option<litefs_lease::Result<litefs_lease::Lookup>> {
+        tokio::select! {
+            () = self.cancel.cancelled() => None,
+            r = self.leaser.lookup(wait) => Some(r),
+        }
+    }
+
+    fn become_primary(self: &Arc<Self>, lease: Lease) {
+        self.api.begin_term();
+        self.store.status().set_primary(None);
+        self.store.status().set_primary_timestamp(0);
+        *self
+            .api
+            .primary_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        self.store.set_readonly(false);
+        self.primary.send_replace(true);
+        if !self.ready.send_replace(true) {
+            tracing::info!("ready");
+        }
+        tracing::info!(lease = %lease.id, "this node is the primary");
+        let me = self.clone();
+        let term = self
+            .api
+            .primary_term
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.tracker
+            .spawn(async move { me.primary_duties(term).await });
+    }
+
+    /// While this node is the primary: set the cluster id if nobody did, and publish what the
+    /// cluster committed every [`PUBLISH_INTERVAL`] (the positions of one interval earlier, which
+    /// a replica that keeps up already has).
+    async fn primary_duties(&self, term: CancellationToken) {
+        if matches!(&*self.leaser, Leaser::Static(_)) {
+            return;
+        }
+        match self.leaser.cluster_id().await {
+            Ok(None) => {
+                let id = self.local_cluster_id().unwrap_or_else(new_cluster_id);
+                match self.leaser.set_cluster_id(&id).await {
+                    Ok(()) => {
+                        tracing::info!(cluster = %id, "cluster id set");
+                        self.set_local_cluster_id(&id);
+                    }
+                    Err(e) => tracing::warn!(
+                        "could not set the cluster id: {}",
+                        litefs_store::error_chain(&e)
+                    ),
+                }
+            }
+            Ok(Some(id)) => {
+                if self.local_cluster_id().is_none() {
+                    self.set_local_cluster_id(&id);
+                }
+            }
+            Err(e) => tracing::warn!(
+                "could not read the cluster id: {}",
+                litefs_store::error_chain(&e)
+            ),
+        }
+        let mut published: Option<BTreeMap<String, u64>> = None;
+        let mut previous = self.local_txids();
+        // This node had at least what the cluster published when it took the lease.
+        let mut next = previous.clone();
+        loop {
+            if published.as_ref() != Some(&next) && !self.store.is_readonly() {
+                let pos = ClusterPosition {
+                    node: self.store.node_id().to_string(),
+                    hostname: self.opts.own.hostname.clone(),
+                    timestamp: litefs_store::status::now_ms(),
+                    txids: next.clone(),
+                };
+                match self.leaser.publish_position(&pos).await {
+                    Ok(()) => published = Some(next.clone()),
+                    Err(e) => tracing::debug!(
+                        "could not publish the position: {}",
+                        litefs_store::error_chain(&e)
+                    ),
+                }
+            }
+            tokio::select! {
+                () = term.cancelled() => return,
+                () = tokio::time::sleep(PUBLISH_INTERVAL) => {}
+            }
+            let now = self.local_txids();
+            next = std::mem::replace(&mut previous, now);
+        }
+    }
+
+    /// Hands the lease to `peer`: waits until every committed transaction is in an LTX file,
+    /// then has its stream send them and the lease.
+    async fn hand_off(&self, peer: litefs_ltx::NodeId, lease: &Lease) -> Result<(), String> {
+        let until = Instant::now() + HANDOFF_FLUSH;
+        while self.store.dbs().iter().any(|db| db.published() != db.pos()) {
+            if Instant::now() >= until {
+                return Err("the last transactions were not written in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.leaser
+            .keep_alive(lease)
+            .await
+            .map_err(|e| format!("keep the lease alive: {}", litefs_store::error_chain(&e)))?;
+        let sent = self
+            .api
+            .hand_off(peer, lease.id.clone())
+            .ok_or_else(|| format!("node {peer} is not streaming from this node"))?;
+        match tokio::time::timeout(Duration::from_secs(5), sent).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(format!("the stream to {peer} did not send the lease")),
+        }
+    }
+
+    /// Follows `primary` over one connection.
+    async fn follow(self: &Arc<Self>, primary: PrimaryInfo, cancel: &CancellationToken) -> Event {
+        self.store.set_readonly(true);
+        self.store
+            .status()
+            .set_primary(Some(primary.hostname.clone()));
+        *self
+            .api
+            .primary_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(primary.advertise_url.clone());
+        let (caught_up_tx, caught_up) = watch::channel(false);
+        let caught_up_tx = Arc::new(caught_up_tx);
+        let ready = self.ready.clone();
+        let on_event: replica::EventHandler = {
+            let store = self.store.clone();
+            let caught_up_tx = caught_up_tx.clone();
+            Arc::new(move |event: FollowEvent<'_>| match event {
+                FollowEvent::Ready => {
+                    store
+                        .status()
+                        .set_primary_timestamp(litefs_store::status::now_ms());
+                    caught_up_tx.send_replace(true);
+                    if !ready.send_replace(true) {
+                        tracing::info!("caught up with the primary: ready");
+                    }
+                }
+                FollowEvent::Heartbeat { timestamp_ms } => {
+                    if *caught_up_tx.borrow() {
+                        store.status().set_primary_timestamp(timestamp_ms);
+                    }
+                }
+                FollowEvent::Applied { name, .. } => {
+                    if *caught_up_tx.borrow() {
+                        if let Some(db) = store.db(name) {
+                            store.status().set_primary_timestamp(db.timestamp());
+                        }
+                    }
+                }
+            })
+        };
+        if self.opts.promote && self.opts.candidate && !self.promoted.load(Ordering::Acquire) {
+            let me = self.clone();
+            let url = primary.advertise_url.clone();
+            let cancel = cancel.clone();
+            self.tracker.spawn(async move {
+                let mut caught_up = caught_up;
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    r = async { caught_up.wait_for(|c| *c).await.is_ok() } => {
+                        if r && !me.promoted.swap(true, Ordering::AcqRel) {
+                            tracing::info!(primary = %url, "lease.promote: asking the primary for the lease");
+                            if let Err(e) = api::request_handoff(&url, me.store.node_id()).await {
+                                tracing::warn!("lease.promote: {e}");
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let opts = FollowOptions {
+            url: primary.advertise_url.clone(),
+            node_id: self.store.node_id(),
+            filter: self.opts.databases.clone(),
+            cluster_id: self.local_cluster_id(),
+        };
         let result = replica::follow(
-            store.clone(),
+            self.store.clone(),
             &opts,
-            applier.clone(),
-            on_event.clone(),
-            &cancel,
+            self.applier.clone(),
+            on_event,
+            cancel,
         )
         .await;
+        self.store
+            .status()
+            .set_primary_timestamp(litefs_store::status::NOT_READY);
         match result {
-            Ok(Ended::Cancelled) => return,
+            Ok(Ended::Cancelled) => Event::FollowEnded {
+                handoff: None,
+                failed: false,
+            },
             Ok(Ended::Closed) => {
                 tracing::info!(primary = %opts.url, "the primary closed the stream");
-                delay = first_delay;
+                Event::FollowEnded {
+                    handoff: None,
+                    failed: false,
+                }
             }
-            Ok(Ended::Handoff(_)) => {
-                tracing::warn!(
-                    "the primary handed off its lease, which the static lease cannot take"
-                );
-                delay = first_delay;
+            Ok(Ended::Handoff(id)) => {
+                tracing::info!(primary = %opts.url, "the primary handed its lease to this node");
+                Event::FollowEnded {
+                    handoff: Some(id),
+                    failed: false,
+                }
             }
             Err(e) => {
-                tracing::warn!(primary = %opts.url, retry_in = ?delay, "replication stream failed: {}", litefs_store::error_chain(&e));
+                tracing::warn!(primary = %opts.url, "replication stream failed: {}", litefs_store::error_chain(&e));
+                Event::FollowEnded {
+                    handoff: None,
+                    failed: true,
+                }
             }
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use litefs_ltx::{Header, Pos, TXID};
 use litefs_store::{Db, Store};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Frame, PosMap, MAX_CHUNK_LEN};
@@ -86,6 +86,15 @@ impl FileCache {
     }
 }
 
+/// A request to hand the lease over to a stream's replica.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The lease id the replica takes over.
+    pub lease_id: String,
+    /// Told once the Handoff frame is queued (after every transaction the primary has).
+    pub sent: oneshot::Sender<()>,
+}
+
 /// What a stream needs to know.
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
@@ -148,6 +157,7 @@ pub fn spawn(
     client: PosMap,
     opts: StreamOptions,
     changes: watch::Receiver<u64>,
+    handoff: mpsc::Receiver<Handoff>,
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> mpsc::Receiver<Bytes> {
@@ -159,7 +169,7 @@ pub fn spawn(
         client: client.into_map(),
     };
     tracker.spawn(async move {
-        match streamer.run(changes, cancel).await {
+        match streamer.run(changes, handoff, cancel).await {
             Ok(()) | Err(StreamError::Disconnected) => {
                 tracing::info!(peer = %streamer.opts.peer, "stream ended");
             }
@@ -198,6 +208,7 @@ impl Streamer {
     async fn run(
         &mut self,
         mut changes: watch::Receiver<u64>,
+        mut handoff: mpsc::Receiver<Handoff>,
         cancel: CancellationToken,
     ) -> Result<(), StreamError> {
         let mut ready = false;
@@ -212,6 +223,17 @@ impl Streamer {
                 () = cancel.cancelled() => {
                     // Best effort: the replica learns the stream ended on purpose.
                     let _ = self.tx.try_send(Bytes::from(Frame::End.to_bytes()));
+                    return Ok(());
+                }
+                Some(h) = handoff.recv() => {
+                    // Everything the primary has first, then the lease: the replica takes it
+                    // over holding every transaction (the primary no longer takes writes).
+                    for name in self.all_names() {
+                        self.stream_db(&name).await?;
+                    }
+                    self.send_frame(&Frame::Handoff { lease_id: h.lease_id }).await?;
+                    // The frame is queued for the body; the replica gets it unless it goes.
+                    let _ = h.sent.send(());
                     return Ok(());
                 }
                 changed = changes.changed() => {

@@ -23,6 +23,10 @@ use crate::codec::{CodecError, Event, Frame, PosMap, StreamDecoder};
 /// How long connecting to the primary may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the stream may stay silent before the primary counts as gone (it sends a heartbeat
+/// every second when it has nothing else to send).
+pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The header that carries a node's id (`%016X`).
 pub const ID_HEADER: &str = "Litefs-Id";
 /// The header that carries the cluster id.
@@ -118,6 +122,8 @@ pub struct FollowOptions {
     pub node_id: NodeId,
     /// Only these databases; all when empty (`lease.databases`).
     pub filter: Vec<String>,
+    /// This node's cluster id: a primary that names another one is refused.
+    pub cluster_id: Option<String>,
 }
 
 /// How a connection ended without an error.
@@ -164,6 +170,26 @@ pub enum FollowError {
         /// What was wrong.
         #[source]
         source: CodecError,
+    },
+    /// The primary belongs to another cluster.
+    #[error(
+        "{url} belongs to cluster {theirs}, this node to cluster {ours}: refusing to replicate"
+    )]
+    OtherCluster {
+        /// The primary.
+        url: String,
+        /// The primary's cluster id.
+        theirs: String,
+        /// This node's.
+        ours: String,
+    },
+    /// Nothing came from the primary for too long (it sends a heartbeat every second).
+    #[error("nothing from {url} for {after:?}")]
+    Silent {
+        /// The primary.
+        url: String,
+        /// How long.
+        after: Duration,
     },
     /// A frame names a database that cannot be stored.
     #[error(transparent)]
@@ -263,6 +289,11 @@ pub async fn follow(
         .await
         .map_err(|e| connect_err(Box::new(e)))?;
     let status = resp.status();
+    let resp_cluster_id = resp
+        .headers()
+        .get(CLUSTER_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let mut body = resp.into_body();
     if status != StatusCode::OK {
         let message = match body.collect().await {
@@ -274,6 +305,18 @@ pub async fn follow(
             status,
             message,
         });
+    }
+    if let (Some(ours), Some(theirs)) = (
+        &opts.cluster_id,
+        resp_cluster_id.as_deref().filter(|c| !c.is_empty()),
+    ) {
+        if ours != theirs {
+            return Err(FollowError::OtherCluster {
+                url,
+                theirs: theirs.to_owned(),
+                ours: ours.clone(),
+            });
+        }
     }
     tracing::info!(primary = %url, "connected to the primary");
 
@@ -313,7 +356,10 @@ pub async fn follow(
                     None => break Ok(Ended::Closed),
                 }
             }
-            frame = body.frame() => frame,
+            frame = tokio::time::timeout(SILENCE_TIMEOUT, body.frame()) => match frame {
+                Ok(f) => f,
+                Err(_) => break Err(FollowError::Silent { url: url.clone(), after: SILENCE_TIMEOUT }),
+            },
         };
         let Some(frame) = frame else {
             if let Err(source) = decoder.finish() {

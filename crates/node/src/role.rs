@@ -1,0 +1,515 @@
+//! The node's role, decided by a small state machine: events and the current time in, actions
+//! out. It performs no I/O; [`crate::run`] carries out its actions (lease requests, following
+//! the primary, serving as the primary) and feeds the results back as events.
+//!
+//! The cycle: look up who holds the lease; follow that primary; or, on a candidate, take the
+//! lease when nobody holds it, unless this node is behind what the cluster has committed. As the
+//! primary, keep the lease alive; when a keep-alive has not succeeded for a while, stop taking
+//! writes (fence) before the lease can have passed to another node, and step down once it may
+//! have. Every failure is retried with a growing delay.
+
+use std::time::{Duration, Instant};
+
+use litefs_lease::{Lease, Lookup, PrimaryInfo};
+
+/// How long a blocking lookup waits for the lease key to change.
+pub const WATCH_WAIT: Duration = Duration::from_secs(10);
+/// The longest wait between attempts.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// After a failed acquire (another node won, or Consul's lock-delay), how soon to look again.
+pub const ACQUIRE_RETRY: Duration = Duration::from_millis(100);
+
+/// The machine's settings.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// `lease.reconnect-delay`: the first wait after a failure.
+    pub reconnect_delay: Duration,
+    /// `lease.stale-timeout`: how long a candidate behind the cluster's position waits for a
+    /// fresher node before it may take the lease anyway (`None`: never).
+    pub stale_timeout: Option<Duration>,
+    /// `lease.demote-delay`: after stepping down on request, how long not to compete.
+    pub demote_delay: Duration,
+}
+
+/// Where the node is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting until `at` to look up the lease (blocking on changes past `watch` if set).
+    Idle {
+        /// When to look.
+        at: Instant,
+        /// A blocking lookup: return when the key changes past this index, or after the wait.
+        watch: Option<(u64, Duration)>,
+    },
+    /// A lookup is in flight.
+    LookingUp,
+    /// An acquire is in flight.
+    Acquiring {
+        /// When it was sent (the lease's hold counts from then).
+        sent: Instant,
+    },
+    /// This node holds the lease.
+    Primary(Held),
+    /// Following the primary.
+    Following {
+        /// The primary.
+        primary: PrimaryInfo,
+        /// Its lease id.
+        lease: String,
+    },
+    /// Handing the lease to another node: writes are fenced while it catches up.
+    HandingOff(Held),
+    /// Shut down.
+    Stopped,
+}
+
+/// A held lease and how sure this node is of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The lease.
+    pub lease: Lease,
+    /// Until when the lease is surely held (the start of the last successful keep-alive plus
+    /// the lease's hold).
+    pub held_until: Instant,
+    /// Writes are refused until a keep-alive succeeds again.
+    pub fenced: bool,
+    /// When the next keep-alive is due.
+    pub next_keep_alive: Instant,
+    /// A keep-alive is in flight (sent then).
+    pub in_flight: Option<Instant>,
+}
+
+impl Held {
+    /// When writes must stop: the lease is surely held until `held_until`, and what was
+    /// accepted must be refused well before; keep 40% of the hold as a margin.
+    fn fence_at(&self) -> Instant {
+        self.held_until - self.lease.hold * 2 / 5
+    }
+
+    /// The keep-alive in flight succeeded.
+    fn kept_alive(&mut self, now: Instant) {
+        if let Some(sent) = self.in_flight.take() {
+            self.held_until = self.held_until.max(sent + self.lease.hold);
+        }
+        self.next_keep_alive = now + self.lease.keep_alive_every;
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A deadline the machine asked for passed.
+    Tick,
+    /// A lookup answered. `behind`: the databases where this node is behind the cluster's
+    /// published position (name, local TXID, cluster TXID). `own`: the key holds this node's
+    /// own advertise URL (a lease of a previous run of this node).
+    LookedUp {
+        /// What the lease key holds.
+        lookup: Lookup,
+        /// Where this node is behind the cluster.
+        behind: Vec<(String, u64, u64)>,
+        /// The holder is this node itself.
+        own: bool,
+    },
+    /// A lookup failed (Consul unreachable, or this node belongs to another cluster).
+    LookupFailed,
+    /// An acquire answered: the lease, or `None` if another node holds it.
+    Acquired(Option<Lease>),
+    /// An acquire failed.
+    AcquireFailed,
+    /// A keep-alive succeeded.
+    KeptAlive,
+    /// A keep-alive failed; `expired`: the lease is gone for sure.
+    KeepAliveFailed {
+        /// The lease is gone.
+        expired: bool,
+    },
+    /// Following ended: the primary handed this node its lease, or the stream ended (`failed`:
+    /// with an error, or before it was ever established).
+    FollowEnded {
+        /// The lease id handed to this node.
+        handoff: Option<String>,
+        /// The stream failed.
+        failed: bool,
+    },
+    /// Someone asked the primary to hand its lease to a replica.
+    HandoffRequested,
+    /// The hand-off finished: the replica got the lease (`true`), or it could not be done.
+    HandoffDone(bool),
+    /// The node is shutting down.
+    Shutdown,
+}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Look up the lease (blocking on changes past the index, up to the wait, if given).
+    LookUp(Option<(u64, Duration)>),
+    /// Try to take the lease.
+    Acquire,
+    /// Take over the lease handed to this node.
+    AcquireExisting(String),
+    /// Keep the lease alive.
+    KeepAlive(Lease),
+    /// Become the primary: take writes, serve replicas.
+    BecomePrimary(Lease),
+    /// Refuse writes (`true`) or take them again (`false`), still as the primary.
+    Fence(bool),
+    /// Stop being the primary: refuse writes, end the replicas' streams.
+    StepDown,
+    /// Give the lease up.
+    Release(Lease),
+    /// Follow this primary.
+    Follow(PrimaryInfo),
+    /// Hand the lease over: send it to the requested replica once it has every transaction.
+    SendHandoff(Lease),
+    /// Stop following (shutdown).
+    StopFollowing,
+}
+
+/// The role state machine.
+#[derive(Debug)]
+pub struct Machine {
+    phase: Phase,
+    candidate: bool,
+    timing: Timing,
+    /// Consecutive failures (the retry delay doubles with each).
+    failures: u32,
+    /// When this node first found itself behind the cluster, while nobody held the lease.
+    stale_since: Option<Instant>,
+    /// Not competing for the lease until then (after a hand-off or a demotion).
+    quiet_until: Option<Instant>,
+    /// The lease followed last, and whether following it failed: a blocking lookup then waits
+    /// for the key to change instead of reconnecting at once.
+    last_followed: Option<String>,
+}
+
+impl Machine {
+    /// A machine that looks up the lease at once.
+    pub fn new(candidate: bool, timing: Timing, now: Instant) -> Machine {
+        Machine {
+            phase: Phase::Idle {
+                at: now,
+                watch: None,
+            },
+            candidate,
+            timing,
+            failures: 0,
+            stale_since: None,
+            quiet_until: None,
+            last_followed: None,
+        }
+    }
+
+    /// Where the node is.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// True while this node holds the lease (handing off included).
+    pub fn is_primary(&self) -> bool {
+        matches!(self.phase, Phase::Primary(_) | Phase::HandingOff(_))
+    }
+
+    /// The next time [`Event::Tick`] must be delivered, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Idle { at, .. } => Some(*at),
+            Phase::Primary(h) => {
+                let mut d = h.held_until;
+                if !h.fenced {
+                    d = d.min(h.fence_at());
+                }
+                if h.in_flight.is_none() {
+                    d = d.min(h.next_keep_alive);
+                }
+                Some(d)
+            }
+            Phase::HandingOff(h) => Some(if h.in_flight.is_none() {
+                h.held_until.min(h.next_keep_alive)
+            } else {
+                h.held_until
+            }),
+            _ => None,
+        }
+    }
+
+    fn retry_delay(&mut self) -> Duration {
+        let shift = self.failures.min(8);
+        self.failures = self.failures.saturating_add(1);
+        (self.timing.reconnect_delay.max(Duration::from_millis(10)) * (1u32 << shift))
+            .min(MAX_RETRY_DELAY)
+    }
+
+    fn idle(&mut self, at: Instant, watch: Option<(u64, Duration)>) {
+        self.phase = Phase::Idle { at, watch };
+    }
+
+    /// Feeds one event; returns what to do, in order.
+    pub fn on(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Event::Shutdown = event {
+            match std::mem::replace(&mut self.phase, Phase::Stopped) {
+                Phase::Primary(h) | Phase::HandingOff(h) => {
+                    // No more writes, then the lease goes (the others can take it at once),
+                    // then the replicas' streams end (and they look for the new primary).
+                    out.push(Action::Fence(true));
+                    out.push(Action::Release(h.lease));
+                    out.push(Action::StepDown);
+                }
+                Phase::Following { .. } => out.push(Action::StopFollowing),
+                _ => {}
+            }
+            return out;
+        }
+        let phase = std::mem::replace(&mut self.phase, Phase::Stopped);
+        match (phase, event) {
+            (Phase::Stopped, _) => {}
+            (Phase::Idle { at, watch }, Event::Tick) => {
+                if now >= at {
+                    self.phase = Phase::LookingUp;
+                    out.push(Action::LookUp(watch));
+                } else {
+                    self.phase = Phase::Idle { at, watch };
+                }
+            }
+            (
+                Phase::LookingUp,
+                Event::LookedUp {
+                    lookup,
+                    behind,
+                    own,
+                },
+            ) => self.looked_up(now, lookup, behind, own, &mut out),
+            (Phase::LookingUp, Event::LookupFailed) => {
+                let d = self.retry_delay();
+                self.idle(now + d, None);
+            }
+            (Phase::Acquiring { sent }, Event::Acquired(Some(lease))) => {
+                self.failures = 0;
+                self.stale_since = None;
+                self.last_followed = None;
+                let held = Held {
+                    held_until: sent + lease.hold,
+                    fenced: false,
+                    next_keep_alive: now + lease.keep_alive_every,
+                    in_flight: None,
+                    lease: lease.clone(),
+                };
+                self.phase = Phase::Primary(held);
+                out.push(Action::BecomePrimary(lease));
+            }
+            (Phase::Acquiring { .. }, Event::Acquired(None)) => {
+                // Another node took it, or the lock-delay still runs: look again soon.
+                self.idle(now + ACQUIRE_RETRY, None);
+            }
+            (Phase::Acquiring { .. }, Event::AcquireFailed) => {
+                let d = self.retry_delay();
+                self.idle(now + d, None);
+            }
+            (Phase::Primary(mut h), Event::Tick) => {
+                if now >= h.held_until {
+                    // The lease may have passed to another node by now.
+                    tracing::warn!("the lease could not be kept alive: stepping down");
+                    out.push(Action::StepDown);
+                    let d = self.retry_delay();
+                    self.idle(now + d, None);
+                    return out;
+                }
+                if !h.fenced && now >= h.fence_at() {
+                    h.fenced = true;
+                    out.push(Action::Fence(true));
+                }
+                if h.in_flight.is_none() && now >= h.next_keep_alive {
+                    h.in_flight = Some(now);
+                    out.push(Action::KeepAlive(h.lease.clone()));
+                }
+                self.phase = Phase::Primary(h);
+            }
+            (Phase::Primary(mut h), Event::KeptAlive) => {
+                h.kept_alive(now);
+                if h.fenced && now < h.fence_at() {
+                    h.fenced = false;
+                    out.push(Action::Fence(false));
+                }
+                self.phase = Phase::Primary(h);
+            }
+            (Phase::HandingOff(mut h), Event::KeptAlive) => {
+                // Writes stay fenced until the hand-off ends.
+                h.kept_alive(now);
+                self.phase = Phase::HandingOff(h);
+            }
+            (
+                Phase::Primary(_) | Phase::HandingOff(_),
+                Event::KeepAliveFailed { expired: true },
+            ) => {
+                tracing::warn!("the lease is gone: stepping down");
+                out.push(Action::StepDown);
+                let d = self.retry_delay();
+                self.idle(now + d, None);
+            }
+            (Phase::Primary(mut h), Event::KeepAliveFailed { expired: false }) => {
+                h.in_flight = None;
+                // Try again soon; the fence deadline runs meanwhile.
+                h.next_keep_alive = now + h.lease.keep_alive_every.min(Duration::from_secs(1));
+                self.phase = Phase::Primary(h);
+            }
+            (Phase::Primary(mut h), Event::HandoffRequested) => {
+                if !h.fenced {
+                    out.push(Action::Fence(true));
+                }
+                h.fenced = true;
+                out.push(Action::SendHandoff(h.lease.clone()));
+                self.phase = Phase::HandingOff(h);
+            }
+            (Phase::HandingOff(_), Event::HandoffDone(true)) => {
+                out.push(Action::StepDown);
+                self.quiet_until = Some(now + self.timing.demote_delay);
+                self.idle(now, None);
+            }
+            (Phase::HandingOff(mut h), Event::HandoffDone(false)) => {
+                h.fenced = false;
+                out.push(Action::Fence(false));
+                self.phase = Phase::Primary(h);
+                // A keep-alive decides at once whether the lease is still safe to write under.
+                self.on_primary_tick_now(now, &mut out);
+            }
+            (Phase::HandingOff(mut h), Event::Tick) => {
+                if now >= h.held_until {
+                    out.push(Action::StepDown);
+                    let d = self.retry_delay();
+                    self.idle(now + d, None);
+                } else {
+                    if h.in_flight.is_none() && now >= h.next_keep_alive {
+                        h.in_flight = Some(now);
+                        out.push(Action::KeepAlive(h.lease.clone()));
+                    }
+                    self.phase = Phase::HandingOff(h);
+                }
+            }
+            (Phase::HandingOff(mut h), Event::KeepAliveFailed { expired: false }) => {
+                h.in_flight = None;
+                self.phase = Phase::HandingOff(h);
+            }
+            (Phase::Following { lease, .. }, Event::FollowEnded { handoff, failed }) => {
+                if let Some(id) = handoff {
+                    self.phase = Phase::Acquiring { sent: now };
+                    out.push(Action::AcquireExisting(id));
+                    return out;
+                }
+                if failed {
+                    // The primary may be gone: wait for its key to change, up to the retry
+                    // delay, before trying it again.
+                    let d = self.retry_delay();
+                    self.last_followed = Some(lease);
+                    self.phase = Phase::LookingUp;
+                    out.push(Action::LookUp(Some((0, d))));
+                } else {
+                    self.failures = 0;
+                    self.last_followed = None;
+                    self.phase = Phase::LookingUp;
+                    out.push(Action::LookUp(None));
+                }
+            }
+            (phase, _) => {
+                // An event that does not apply to this phase (a late answer): ignore it.
+                self.phase = phase;
+            }
+        }
+        out
+    }
+
+    /// Makes the next keep-alive due now.
+    fn on_primary_tick_now(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Phase::Primary(h) = &mut self.phase {
+            if h.in_flight.is_none() {
+                h.in_flight = Some(now);
+                out.push(Action::KeepAlive(h.lease.clone()));
+            }
+        }
+    }
+
+    fn looked_up(
+        &mut self,
+        now: Instant,
+        lookup: Lookup,
+        behind: Vec<(String, u64, u64)>,
+        own: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let index = lookup.index;
+        match lookup.primary {
+            Some((info, lease)) if !own => {
+                if self.last_followed.as_deref() == Some(lease.as_str()) && index > 0 {
+                    // Following this lease just failed; its key has a blocking index now:
+                    // wait for it to change (or for the retry delay) before following again.
+                    let d = self.retry_delay();
+                    self.last_followed = None;
+                    self.phase = Phase::LookingUp;
+                    out.push(Action::LookUp(Some((index, d))));
+                    return;
+                }
+                self.stale_since = None;
+                self.phase = Phase::Following {
+                    primary: info.clone(),
+                    lease,
+                };
+                out.push(Action::Follow(info));
+            }
+            Some(_) => {
+                // A lease of this node's previous run: it ends with its session.
+                self.idle(now, Some((index, WATCH_WAIT)));
+            }
+            None => {
+                let quiet = self.quiet_until.is_some_and(|t| now < t);
+                if !self.candidate || quiet {
+                    let wait = match self.quiet_until {
+                        Some(t) if now < t => (t - now).min(WATCH_WAIT),
+                        _ => WATCH_WAIT,
+                    };
+                    self.idle(now, Some((index, wait)));
+                    return;
+                }
+                if !behind.is_empty() {
+                    let since = *self.stale_since.get_or_insert(now);
+                    let waited = now - since;
+                    match self.timing.stale_timeout {
+                        Some(t) if waited >= t => {
+                            tracing::warn!(
+                                waited = ?waited,
+                                "no fresher node came back: taking the lease although this node is behind the cluster ({})",
+                                describe_behind(&behind)
+                            );
+                        }
+                        limit => {
+                            if waited.is_zero() {
+                                tracing::warn!(
+                                    "this node is behind what the cluster committed ({}): it will not take the lease while a fresher node may come back{}",
+                                    describe_behind(&behind),
+                                    match limit {
+                                        Some(t) => format!(" (for {t:?})"),
+                                        None => String::new(),
+                                    }
+                                );
+                            }
+                            let wait = limit.map_or(WATCH_WAIT, |t| (t - waited).min(WATCH_WAIT));
+                            self.idle(now, Some((index, wait.max(Duration::from_millis(10)))));
+                            return;
+                        }
+                    }
+                }
+                self.phase = Phase::Acquiring { sent: now };
+                out.push(Action::Acquire);
+            }
+        }
+    }
+}
+
+/// `db 3 < 7, other 0 < 2`.
+pub fn describe_behind(behind: &[(String, u64, u64)]) -> String {
+    behind
+        .iter()
+        .map(|(n, have, want)| format!("{n} at TXID {have}, cluster at {want}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
