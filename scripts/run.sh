@@ -2,9 +2,10 @@
 # The run command: ./scripts/run.sh [litefs-rs arguments]
 #
 # Installs the dependencies (scripts/deps.sh) and builds the release binary. Without
-# arguments, starts a local cluster on 127.0.0.1: a primary and two replicas
-# (config/local-cluster/*.yml; mounts and data under .litefs/<node>/ in the repository), prints
-# where to write and where to read, and serves until Ctrl-C, which stops all three cleanly.
+# arguments, starts a local Consul agent and a local cluster on 127.0.0.1: three candidates
+# (config/local-cluster/*.yml; mounts and data under .litefs/<node>/ in the repository) that
+# elect a primary, prints where to write, where to read and how to watch a failover, and
+# serves until Ctrl-C, which stops all three cleanly (and the Consul agent it started).
 # With arguments, runs `litefs-rs <arguments>` instead (e.g. `./scripts/run.sh ltx dump FILE`).
 set -euo pipefail
 
@@ -24,14 +25,26 @@ if (($# > 0)); then
   exec "$bin" "$@"
 fi
 
-# The local cluster: a primary and two replicas on 127.0.0.1 (config/local-cluster/).
-nodes=(primary replica1 replica2)
+# The local cluster: three candidates on 127.0.0.1 (config/local-cluster/) electing a primary
+# through a local Consul agent (scripts/consul-dev.sh, stopped again at the end if this script
+# started it).
+consul_was_running=0
+if scripts/consul-dev.sh status >/dev/null 2>&1; then consul_was_running=1; fi
+scripts/consul-dev.sh start >/dev/null
+LITEFS_CONSUL_URL="http://$(<.cache/consul-dev/http-addr)"
+export LITEFS_CONSUL_URL
+
+nodes=(node1 node2 node3)
+ports=(20202 20203 20204)
 pids=()
 stop() {
   local pid
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 }
 trap stop INT TERM
+stop_consul() {
+  if ((!consul_was_running)); then scripts/consul-dev.sh stop >/dev/null || true; fi
+}
 
 mounted() { grep -qs " $1 fuse" /proc/self/mounts; }
 
@@ -39,6 +52,7 @@ for node in "${nodes[@]}"; do
   mkdir -p ".litefs/$node"
   "$bin" mount -config "config/local-cluster/$node.yml" 2> >(sed -u "s/^/[$node] /" >&2) &
   pids+=($!)
+  echo "${pids[-1]}" >".litefs/$node/pid"
   mnt="$PWD/.litefs/$node/mnt"
   # Wait for the mount to appear (or for litefs-rs to give up).
   for _ in $(seq 100); do
@@ -46,29 +60,56 @@ for node in "${nodes[@]}"; do
     if ! kill -0 "${pids[-1]}" 2>/dev/null; then
       stop
       wait
+      stop_consul
       exit 1
     fi
     sleep 0.1
   done
 done
 
-p="$PWD/.litefs/primary/mnt"
-r1="$PWD/.litefs/replica1/mnt"
-r2="$PWD/.litefs/replica2/mnt"
+# Wait (up to 30 s) for the election.
+primary=""
+for _ in $(seq 300); do
+  for i in "${!nodes[@]}"; do
+    if curl -fsS "http://127.0.0.1:${ports[$i]}/info" 2>/dev/null | grep -q '"isPrimary":true'; then
+      primary=${nodes[$i]}
+    fi
+  done
+  [[ -n $primary ]] && break
+  sleep 0.1
+done
+if [[ -z $primary ]]; then
+  echo "run.sh: no node became primary within 30 s" >&2
+  stop
+  wait
+  stop_consul
+  exit 1
+fi
+others=()
+for node in "${nodes[@]}"; do [[ $node != "$primary" ]] && others+=("$node"); done
+p="$PWD/.litefs/$primary/mnt"
+r="$PWD/.litefs/${others[0]}/mnt"
 cat <<NEXT
 
-A local litefs-rs cluster is running: the primary at $p, replicas at $r1 and $r2
-(data under $PWD/.litefs/<node>/data, internal APIs on 127.0.0.1:20202, :20203, :20204).
-In another terminal, try:
+A local litefs-rs cluster is running: three candidates (.litefs/node1, node2, node3; internal
+APIs on 127.0.0.1:20202, :20203, :20204) and a Consul agent at $LITEFS_CONSUL_URL.
+$primary won the election: it is the primary. In another terminal, try:
 
   sqlite3 $p/my.db 'CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES (42);'
-  sqlite3 $r1/my.db 'SELECT count(*) FROM t;'     # replicated
-  cat $p/my.db-pos $r1/my.db-pos $r2/my.db-pos    # same TXID/checksum everywhere
-  cat $r1/.primary $r1/.lag                       # who the primary is, lag in ms
-  sqlite3 $r2/my.db 'INSERT INTO t VALUES (1);'   # read-only: writes go to the primary
-  curl -s http://127.0.0.1:20202/metrics
+  sqlite3 $r/my.db 'SELECT count(*) FROM t;'      # replicated
+  cat .litefs/node*/mnt/my.db-pos                   # same TXID/checksum everywhere
+  cat $r/.primary                                   # who the primary is
+  sqlite3 $r/my.db 'INSERT INTO t VALUES (1);'      # read-only: writes go to the primary
 
-Press Ctrl-C to stop all three (each unmounts cleanly).
+Watch a failover: kill the primary and see .primary move to another node.
+
+  kill -9 \$(cat .litefs/$primary/pid)              # a crash: a new primary in about 4 s
+  cat .litefs/${others[0]}/mnt/.primary .litefs/${others[1]}/mnt/.primary  # empty on the new primary
+  curl -s http://127.0.0.1:20202/info; echo          # "isPrimary" on each node
+  curl -s $LITEFS_CONSUL_URL/v1/kv/litefs-rs/local-cluster?raw; echo   # the lease key
+  (kill -TERM instead hands the lease over at once.)
+
+Press Ctrl-C to stop all three (each releases the lease and unmounts cleanly).
 NEXT
 
 # `wait` returns early when a trapped signal arrives: wait again until every node exited.
@@ -76,4 +117,5 @@ status=0
 for pid in "${pids[@]}"; do
   while kill -0 "$pid" 2>/dev/null; do wait "$pid" || status=$?; done
 done
+stop_consul
 exit "$status"

@@ -351,6 +351,7 @@ fn example_configs_in_repo_load() {
             .env("FLY_APP_NAME", "myapp")
             .env("HOSTNAME", "host1")
             .env("FLY_CONSUL_URL", "http://:token@127.0.0.1:8500/myapp/")
+            .env("LITEFS_CONSUL_URL", "http://127.0.0.1:8500")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}: {out:?}", file.display());

@@ -462,7 +462,7 @@ fn a_stale_node_does_not_take_over_while_a_fresher_one_comes_back() {
     loop {
         let published = consul.kv("litefs/primary/position").unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&published).unwrap_or_default();
-        if v["txids"]["db"].as_u64() == Some(txid) {
+        if v["dbs"]["db"]["txid"].as_u64() == Some(txid) {
             break;
         }
         assert!(
@@ -494,11 +494,11 @@ fn a_stale_node_does_not_take_over_while_a_fresher_one_comes_back() {
     assert_eq!(count(&a, "db"), 10);
 }
 
-#[test]
-fn a_stale_node_takes_over_after_the_stale_timeout() {
-    let consul = Consul::start();
-    let a = start_candidate(&consul);
-    let mut b = start_candidate(&consul);
+/// A cluster where `b` fell behind: `a` committed more while `b` was down and published it,
+/// then `a` went away for good. Returns `b`, stopped.
+fn stale_survivor(consul: &Consul) -> MountedNode {
+    let a = start_candidate(consul);
+    let mut b = start_candidate(consul);
     assert_eq!(wait_one_primary(&[&a, &b]), 0);
     sql(
         &a,
@@ -513,24 +513,61 @@ fn a_stale_node_takes_over_after_the_stale_timeout() {
     let until = Instant::now() + ELECTION;
     while !consul
         .kv("litefs/primary/position")
-        .is_some_and(|p| p.contains(&format!("\"db\":{txid}")))
+        .is_some_and(|p| p.contains(&format!("\"db\":{{\"txid\":{txid},")))
     {
         assert!(Instant::now() < until, "position not published");
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(a);
+    b
+}
+
+fn wait_primary(node: &MountedNode) {
+    let until = Instant::now() + ELECTION;
+    while !is_primary(node) {
+        assert!(
+            Instant::now() < until,
+            "never became primary\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_stale_node_takes_over_after_the_stale_timeout() {
+    let consul = Consul::start();
+    let mut b = stale_survivor(&consul);
     b.set_opts(|o| o.stale_timeout = Some("2s"));
     b.start_again();
     let started = Instant::now();
-    let until = started + ELECTION;
-    while !is_primary(&b) {
-        assert!(Instant::now() < until, "b never took over\n{}", b.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_primary(&b);
     // It waited out the stale timeout (counted from its first look, just before `started`).
     assert!(started.elapsed() >= Duration::from_millis(1500));
     assert!(b.log().contains("no fresher node came back"), "{}", b.log());
     assert_eq!(count(&b, "db"), 1);
+}
+
+#[test]
+fn forget_position_lets_an_operator_accept_a_stale_node() {
+    let consul = Consul::start();
+    let mut b = stale_survivor(&consul);
+    b.start_again();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(!is_primary(&b), "the stale node took over\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ran = support::litefs(&[
+        "forget-position".as_ref(),
+        "-config".as_ref(),
+        b.config_path().as_os_str(),
+    ]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(ran.stdout.contains("db: TXID 3"), "{}", ran.stdout);
+    wait_primary(&b);
+    write_eventually(&b, "db", "INSERT INTO t VALUES (3);");
+    assert_eq!(count(&b, "db"), 2);
 }
 
 #[test]

@@ -66,6 +66,17 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// When the freshest node of a Consul cluster is gone for good: forget the position the
+    /// primary published, so that a candidate behind it may take the lease (and the cluster
+    /// continues from that node's data; what only the lost node had is lost).
+    ForgetPosition {
+        /// The configuration file (its lease.consul section is used).
+        #[arg(long = "config", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Do not expand $VAR and ${...} in the configuration file.
+        #[arg(long = "no-expand-env")]
+        no_expand_env: bool,
+    },
     /// Download a database from a node as a SQLite file (written atomically to PATH).
     Export {
         /// The database (its name in the mount).
@@ -153,6 +164,16 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::ForgetPosition {
+            config,
+            no_expand_env,
+        } => {
+            let config = match load_config(config, no_expand_env) {
+                Ok((_, config)) => config,
+                Err(code) => return code,
+            };
+            exit_with(mount_cmd::forget_position(&config))
         }
         Command::Export { name, url, path } => exit_with(transfer_cmd::export(&url, &name, &path)),
         Command::Import { name, url, path } => exit_with(transfer_cmd::import(&url, &name, &path)),

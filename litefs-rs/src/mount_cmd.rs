@@ -183,6 +183,48 @@ pub fn adopt(config: Config, names: &[String]) -> Result<i32> {
     Ok(code)
 }
 
+/// `litefs-rs forget-position`: deletes the cluster position the primary published in Consul,
+/// after printing it.
+pub fn forget_position(config: &Config) -> Result<()> {
+    if config.lease_type()? != LeaseType::Consul {
+        bail!("forget-position is for the Consul lease (lease.type: consul)");
+    }
+    let leaser = litefs_lease::ConsulLeaser::new(litefs_lease::ConsulOptions {
+        url: config.lease.consul.url.clone(),
+        key: config.lease.consul.key.clone(),
+        ttl: config.lease.consul.ttl.as_std(),
+        lock_delay: config.lease.consul.lock_delay.as_std(),
+        // Not used: this command never takes the lease.
+        info: PrimaryInfo {
+            hostname: "forget-position".into(),
+            advertise_url: "http://forget-position".into(),
+        },
+    })?;
+    let key = leaser.key().to_owned();
+    let leaser = litefs_lease::Leaser::Consul(Box::new(leaser));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async {
+        match leaser.cluster_position().await? {
+            None => println!("no position is published at {key}/position"),
+            Some(pos) => {
+                println!(
+                    "forgetting the position {} (node {}) published at {key}/position:",
+                    pos.hostname, pos.node
+                );
+                for (db, p) in &pos.dbs {
+                    println!("  {db}: TXID {} (checksum {})", p.txid, p.checksum);
+                }
+                leaser.forget_position().await?;
+                println!("done: any candidate may take the lease now");
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
 /// SIGINT and SIGTERM, blocked in every thread so that only `wait_for_signal` receives them.
 struct SignalSet(libc::sigset_t);
 

@@ -247,21 +247,24 @@ impl ConsulLeaser {
         &self,
         key: &str,
         wait: Option<(u64, Duration)>,
+        consistent: bool,
     ) -> Result<(Option<(Vec<u8>, Option<String>)>, u64)> {
         let op = format!("read {key}");
         let mut builder = ReadKeyRequest::builder();
         builder.key(key);
         let mut after = REQUEST_TIMEOUT;
+        let mut features = Features::default();
         if let Some((index, wait)) = wait {
             after += wait;
-            builder.features(Features {
-                blocking: Some(consulrs::api::features::Blocking {
-                    index,
-                    wait: Some(go_duration(wait)),
-                }),
-                ..Features::default()
+            features.blocking = Some(consulrs::api::features::Blocking {
+                index,
+                wait: Some(go_duration(wait)),
             });
         }
+        if consistent {
+            features.mode = Some(consulrs::api::features::ConsistencyMode::CONSISTENT);
+        }
+        builder.features(features);
         let endpoint = builder
             .build()
             .map_err(|e| LeaseError::Config(format!("{op}: {e}")))?;
@@ -327,7 +330,7 @@ impl ConsulLeaser {
     }
 
     pub(crate) async fn lookup(&self, wait: Option<(u64, Duration)>) -> Result<Lookup> {
-        let (pair, index) = self.read(&self.key, wait).await?;
+        let (pair, index) = self.read(&self.key, wait, false).await?;
         let primary = match pair {
             // A released key keeps existing with an empty value: no primary.
             Some((value, Some(session))) if !value.is_empty() => {
@@ -453,47 +456,34 @@ impl ConsulLeaser {
     pub(crate) async fn acquire_existing(&self, old: &str) -> Result<Option<Lease>> {
         let (id, check) = self.create_session().await?;
         let value = base64::encode(self.value()?);
-        let body = serde_json::json!([
+        let ops = serde_json::json!([
             { "KV": { "Verb": "unlock", "Key": self.key, "Session": old } },
             { "KV": { "Verb": "lock", "Key": self.key, "Value": value, "Session": id } },
         ]);
-        let mut req = self
-            .http
-            .put(format!("{}/v1/txn", self.base))
-            .header("Content-Type", "application/json")
-            .body(body.to_string());
-        if let Some(token) = &self.token {
-            req = req.header("X-Consul-Token", token);
-        }
-        let op = "move the handed-over lease to a new session";
-        let resp = timed(op, REQUEST_TIMEOUT, req.send()).await?;
-        let status = match resp {
-            Ok(r) => r.status(),
+        match self
+            .txn("move the handed-over lease to a new session", ops)
+            .await
+        {
+            Ok(true) => {
+                self.destroy_session(old).await;
+                Ok(Some(self.lease(id, check)))
+            }
+            // The old session no longer holds the key.
+            Ok(false) => {
+                self.destroy_session(&id).await;
+                Ok(None)
+            }
             Err(e) => {
                 self.destroy_session(&id).await;
-                return Err(LeaseError::Consul {
-                    op: op.to_owned(),
-                    source: Box::new(e),
-                });
+                Err(e)
             }
-        };
-        if status.is_success() {
-            self.destroy_session(old).await;
-            return Ok(Some(self.lease(id, check)));
         }
-        self.destroy_session(&id).await;
-        if status.as_u16() == 409 {
-            // The old session no longer holds the key.
-            return Ok(None);
-        }
-        Err(LeaseError::Consul {
-            op: op.to_owned(),
-            source: format!("status {status}").into(),
-        })
     }
 
-    pub(crate) async fn keep_alive(&self, lease: &Lease) -> Result<()> {
-        if *self.check_ok.lock().unwrap_or_else(|e| e.into_inner()) {
+    pub(crate) async fn keep_alive(&self, lease: &Lease) -> Result<Instant> {
+        let started = Instant::now();
+        let check = *self.check_ok.lock().unwrap_or_else(|e| e.into_inner());
+        if check {
             let op = "pass the health check";
             let endpoint = consulrs::api::check::requests::TtlCheckPassRequest::builder()
                 .check(self.check_id.clone())
@@ -516,29 +506,77 @@ impl ConsulLeaser {
                 Err(e) => return Err(consul_err(op)(e)),
             }
         }
-        let due = match &*self.renewed.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some((id, at)) if *id == lease.id => at.elapsed() >= self.ttl / 2,
-            _ => true,
+        let last_renewal = match &*self.renewed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((id, at)) if *id == lease.id => Some(*at),
+            _ => None,
         };
-        if due {
-            let started = Instant::now();
-            let op = "renew the session";
-            let res = timed(
-                op,
-                REQUEST_TIMEOUT,
-                consulrs::session::renew(&self.client, &lease.id, None),
-            )
-            .await?;
-            match res {
-                Ok(r) if !r.response.is_empty() => {}
-                Ok(_) => return Err(LeaseError::Expired(lease.id.clone())),
-                Err(e) if is_not_found(&e) => return Err(LeaseError::Expired(lease.id.clone())),
-                Err(e) => return Err(consul_err(op)(e)),
+        let renewed = match last_renewal {
+            Some(at) if at.elapsed() < self.ttl / 2 => at,
+            _ => {
+                let renew_started = Instant::now();
+                let op = "renew the session";
+                let res = timed(
+                    op,
+                    REQUEST_TIMEOUT,
+                    consulrs::session::renew(&self.client, &lease.id, None),
+                )
+                .await?;
+                match res {
+                    Ok(r) if !r.response.is_empty() => {}
+                    Ok(_) => return Err(LeaseError::Expired(lease.id.clone())),
+                    Err(e) if is_not_found(&e) => {
+                        return Err(LeaseError::Expired(lease.id.clone()))
+                    }
+                    Err(e) => return Err(consul_err(op)(e)),
+                }
+                *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((lease.id.clone(), renew_started));
+                renew_started
             }
-            *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((lease.id.clone(), started));
+        };
+        // The servers still give the key to this session: a consistent read goes to the leader,
+        // so a pass that only reached a local agent cut off from the servers does not count.
+        match self.read(&self.key, None, true).await? {
+            (Some((_, Some(session))), _) if session == lease.id => {}
+            _ => return Err(LeaseError::Expired(lease.id.clone())),
         }
-        Ok(())
+        // The hold counts from the check pass, or (without a check) from the last renewal.
+        Ok(if check { started } else { renewed })
+    }
+
+    /// Runs a Consul transaction: `Ok(false)` if it was rolled back (a check failed).
+    async fn txn(&self, op: &str, ops: serde_json::Value) -> Result<bool> {
+        let mut req = self
+            .http
+            .put(format!("{}/v1/txn", self.base))
+            .header("Content-Type", "application/json")
+            .body(ops.to_string());
+        if let Some(token) = &self.token {
+            req = req.header("X-Consul-Token", token);
+        }
+        let resp =
+            timed(op, REQUEST_TIMEOUT, req.send())
+                .await?
+                .map_err(|e| LeaseError::Consul {
+                    op: op.to_owned(),
+                    source: Box::new(e),
+                })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(true);
+        }
+        if status.as_u16() == 409 {
+            return Ok(false);
+        }
+        let body = timed(op, REQUEST_TIMEOUT, resp.text())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default();
+        Err(LeaseError::Consul {
+            op: op.to_owned(),
+            source: format!("status {status}: {}", body.trim()).into(),
+        })
     }
 
     pub(crate) async fn release(&self, lease: &Lease) -> Result<()> {
@@ -551,7 +589,7 @@ impl ConsulLeaser {
 
     pub(crate) async fn cluster_id(&self) -> Result<Option<String>> {
         let key = self.sub_key("clusterid");
-        let (pair, _) = self.read(&key, None).await?;
+        let (pair, _) = self.read(&key, None, false).await?;
         Ok(pair
             .map(|(v, _)| String::from_utf8_lossy(&v).trim().to_owned())
             .filter(|v| !v.is_empty()))
@@ -565,7 +603,7 @@ impl ConsulLeaser {
 
     pub(crate) async fn cluster_position(&self) -> Result<Option<ClusterPosition>> {
         let key = self.sub_key("position");
-        let (pair, _) = self.read(&key, None).await?;
+        let (pair, _) = self.read(&key, None, false).await?;
         match pair {
             Some((v, _)) if !v.is_empty() => {
                 serde_json::from_slice(&v)
@@ -579,13 +617,27 @@ impl ConsulLeaser {
         }
     }
 
-    pub(crate) async fn publish_position(&self, pos: &ClusterPosition) -> Result<()> {
+    pub(crate) async fn publish_position(
+        &self,
+        lease: &Lease,
+        pos: &ClusterPosition,
+    ) -> Result<()> {
         let key = self.sub_key("position");
         let value = serde_json::to_vec(pos).map_err(|e| LeaseError::BadValue {
             key: key.clone(),
             reason: e.to_string(),
         })?;
-        self.write(&key, value, None).await.map(|_| ())
+        // Only while this node's session holds the lease: a late write from a former primary
+        // must not replace what the new one published.
+        let ops = serde_json::json!([
+            { "KV": { "Verb": "check-session", "Key": self.key, "Session": lease.id } },
+            { "KV": { "Verb": "set", "Key": key, "Value": base64::encode(value) } },
+        ]);
+        if self.txn("publish the position", ops).await? {
+            Ok(())
+        } else {
+            Err(LeaseError::Expired(lease.id.clone()))
+        }
     }
 
     pub(crate) async fn forget_position(&self) -> Result<()> {

@@ -35,7 +35,7 @@ pub struct PrimaryInfo {
     pub advertise_url: String,
 }
 
-/// What the cluster has committed, as the primary last published it: the TXID of each database.
+/// What the cluster has committed, as the primary last published it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterPosition {
     /// The primary that published it (node id, `%016X`).
@@ -44,22 +44,17 @@ pub struct ClusterPosition {
     pub hostname: String,
     /// Milliseconds since the epoch when it was published.
     pub timestamp: i64,
-    /// TXID by database name.
-    pub txids: BTreeMap<String, u64>,
+    /// Each database's position.
+    pub dbs: BTreeMap<String, DbPosition>,
 }
 
-impl ClusterPosition {
-    /// The databases where `local` (TXID by name) is behind this position, with both TXIDs.
-    /// A database missing locally counts as TXID 0.
-    pub fn behind(&self, local: &BTreeMap<String, u64>) -> Vec<(String, u64, u64)> {
-        self.txids
-            .iter()
-            .filter_map(|(name, &want)| {
-                let have = local.get(name).copied().unwrap_or(0);
-                (have < want).then(|| (name.clone(), have, want))
-            })
-            .collect()
-    }
+/// One database's position: its TXID and the database checksum after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DbPosition {
+    /// The TXID.
+    pub txid: u64,
+    /// The checksum after it, 16 hex digits.
+    pub checksum: String,
 }
 
 /// What looking at the lease found.
@@ -166,10 +161,16 @@ impl Leaser {
     pub async fn lookup(&self, wait: Option<(u64, Duration)>) -> Result<Lookup> {
         match self {
             Leaser::Static(s) if s.is_primary => Ok(Lookup::default()),
-            Leaser::Static(s) => Ok(Lookup {
-                primary: Some((s.primary.clone(), String::new())),
-                index: 0,
-            }),
+            Leaser::Static(s) => {
+                // Nothing to watch: a wait is a pause (before reconnecting).
+                if let Some((_, wait)) = wait {
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(Lookup {
+                    primary: Some((s.primary.clone(), String::new())),
+                    index: 0,
+                })
+            }
             Leaser::Consul(c) => c.lookup(wait).await,
         }
     }
@@ -196,10 +197,12 @@ impl Leaser {
         }
     }
 
-    /// Keeps a held lease alive; [`LeaseError::Expired`] once it is gone.
-    pub async fn keep_alive(&self, lease: &Lease) -> Result<()> {
+    /// Keeps a held lease alive; [`LeaseError::Expired`] once it is gone. Returns the instant
+    /// from which the lease's hold counts (the lease is surely held until then plus
+    /// [`Lease::hold`]).
+    pub async fn keep_alive(&self, lease: &Lease) -> Result<std::time::Instant> {
         match self {
-            Leaser::Static(_) => Ok(()),
+            Leaser::Static(_) => Ok(std::time::Instant::now()),
             Leaser::Consul(c) => c.keep_alive(lease).await,
         }
     }
@@ -236,11 +239,12 @@ impl Leaser {
         }
     }
 
-    /// Publishes what the cluster has committed (the primary does).
-    pub async fn publish_position(&self, pos: &ClusterPosition) -> Result<()> {
+    /// Publishes what the cluster has committed (the primary does, while `lease` holds the
+    /// key).
+    pub async fn publish_position(&self, lease: &Lease, pos: &ClusterPosition) -> Result<()> {
         match self {
             Leaser::Static(_) => Ok(()),
-            Leaser::Consul(c) => c.publish_position(pos).await,
+            Leaser::Consul(c) => c.publish_position(lease, pos).await,
         }
     }
 
@@ -265,36 +269,6 @@ impl Leaser {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn behind_lists_the_databases_a_node_lacks_or_has_older() {
-        let pos = ClusterPosition {
-            txids: [
-                ("a".to_owned(), 5),
-                ("b".to_owned(), 3),
-                ("c".to_owned(), 1),
-            ]
-            .into_iter()
-            .collect(),
-            ..ClusterPosition::default()
-        };
-        let local: BTreeMap<String, u64> = [("a".to_owned(), 5), ("b".to_owned(), 2)]
-            .into_iter()
-            .collect();
-        assert_eq!(
-            pos.behind(&local),
-            vec![("b".to_owned(), 2, 3), ("c".to_owned(), 0, 1)]
-        );
-        let ahead: BTreeMap<String, u64> = [
-            ("a".to_owned(), 9),
-            ("b".to_owned(), 3),
-            ("c".to_owned(), 1),
-            ("d".to_owned(), 1),
-        ]
-        .into_iter()
-        .collect();
-        assert!(pos.behind(&ahead).is_empty());
-    }
 
     #[test]
     fn primary_info_is_litefs_json() {

@@ -41,6 +41,8 @@ pub struct Api {
     pub(crate) changes: watch::Receiver<u64>,
     pub(crate) compress: bool,
     pub(crate) candidate: bool,
+    /// The static lease cannot be handed over.
+    pub(crate) static_lease: bool,
     pub(crate) mount_dir: String,
     /// Tells the kernel what an import changed.
     pub(crate) invalidator: litefs_fuse::Invalidator,
@@ -68,7 +70,7 @@ pub(crate) struct HandoffRequest {
 }
 
 /// How long `/handoff` and `/promote` wait for the hand-off.
-const HANDOFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HANDOFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 type ApiBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -466,6 +468,12 @@ impl Api {
         }
         if *self.primary.borrow() {
             return text(StatusCode::OK, "this node is already the primary");
+        }
+        if self.static_lease {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "the static lease cannot be handed over (lease.type: static)",
+            );
         }
         let Some(url) = self
             .primary_url

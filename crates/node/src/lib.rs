@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use litefs_fuse::MountOptions;
 use litefs_lease::{
-    ClusterPosition, ConsulLeaser, ConsulOptions, Lease, LeaseError, Leaser, PrimaryInfo,
-    StaticLeaser,
+    ClusterPosition, ConsulLeaser, ConsulOptions, DbPosition, Lease, LeaseError, Leaser,
+    PrimaryInfo, StaticLeaser,
 };
 use litefs_replication::replica::{self, Ended, FollowEvent, FollowOptions};
 use litefs_store::{Store, StoreOptions};
@@ -301,6 +301,7 @@ pub async fn run(
         changes: changes_rx,
         compress: opts.compress,
         candidate: opts.candidate,
+        static_lease: matches!(leaser, Leaser::Static(_)),
         mount_dir: mount_dir.display().to_string(),
         invalidator: mount.invalidator(),
         file_cache: Arc::default(),
@@ -331,6 +332,7 @@ pub async fn run(
         cancel: cancel.clone(),
     });
     let role_task = tracker.spawn(roles.clone().run(handoff_rx));
+    let leaser = roles.leaser.clone();
 
     if !opts.retention_interval.is_zero() {
         tracker.spawn(retention_loop(
@@ -351,6 +353,9 @@ pub async fn run(
     let _ = role_task.await;
     tracker.close();
     tracker.wait().await;
+    drop(roles);
+    // Last, once no task can register it again: the node's health check.
+    let _ = tokio::time::timeout(SHUTDOWN_LEASE, leaser.close()).await;
     if let Err(e) = mount.unmount() {
         // Something still has files open in the mount: detach it now; it goes away when they
         // close. Everything written is already in the store.
@@ -395,10 +400,16 @@ impl replica::Applier for MountApplierAdapter {
     }
 }
 
+/// How long a shutdown waits for the lease to be released (or for Consul to forget the node's
+/// health check).
+const SHUTDOWN_LEASE: Duration = Duration::from_secs(3);
+
 /// How often the primary publishes the cluster's position.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a hand-off waits for the last transactions to be written before it gives up.
 const HANDOFF_FLUSH: Duration = Duration::from_secs(2);
+/// How long a hand-off waits for the replica's stream to send everything and the lease.
+const HANDOFF_SEND: Duration = Duration::from_secs(8);
 
 /// What the role loop works with.
 #[derive(Debug)]
@@ -442,13 +453,48 @@ impl Roles {
         *self.cluster_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
     }
 
-    /// The TXID of every local database.
-    fn local_txids(&self) -> BTreeMap<String, u64> {
+    /// The position of every local database (what its LTX files hold).
+    fn local_positions(&self) -> BTreeMap<String, DbPosition> {
         self.store
             .dbs()
             .iter()
             .filter(|db| db.is_present())
-            .map(|db| (db.name().to_owned(), db.published().txid.get()))
+            .map(|db| {
+                let pos = db.published();
+                (
+                    db.name().to_owned(),
+                    DbPosition {
+                        txid: pos.txid.get(),
+                        checksum: pos.post_apply_checksum.to_string(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The databases where this node is behind the published position (name, local TXID,
+    /// cluster TXID): a lower TXID, or the same TXID with another checksum (another history),
+    /// or a higher TXID whose history does not pass through the published position (checked
+    /// when an LTX file ends exactly there). A database missing here counts as TXID 0.
+    fn behind(&self, cluster: &ClusterPosition) -> Vec<(String, u64, u64)> {
+        let local = self.local_positions();
+        cluster
+            .dbs
+            .iter()
+            .filter_map(|(name, want)| {
+                let have = local.get(name);
+                let have_txid = have.map_or(0, |h| h.txid);
+                let behind = match have {
+                    None => want.txid > 0,
+                    Some(h) if h.txid < want.txid => true,
+                    Some(h) if h.txid == want.txid => h.checksum != want.checksum,
+                    Some(_) => self.store.db(name).is_some_and(|db| {
+                        checksum_after(db.ltx_dir(), want.txid)
+                            .is_some_and(|c| c.to_string() != want.checksum)
+                    }),
+                };
+                behind.then(|| (name.clone(), have_txid, want.txid))
+            })
             .collect()
     }
 
@@ -493,7 +539,6 @@ impl Roles {
         if let Some(req) = running.handoff.take() {
             let _ = req.reply.send(Err("the node is shutting down".into()));
         }
-        self.leaser.close().await;
     }
 
     async fn perform(
@@ -520,6 +565,14 @@ impl Roles {
                         Action::AcquireExisting(id) => me.leaser.acquire_existing(id).await,
                         _ => me.leaser.acquire().await,
                     };
+                    if me.cancel.is_cancelled() {
+                        // The node stopped meanwhile: give back what was just taken.
+                        if let Ok(Some(lease)) = &res {
+                            let _ = tokio::time::timeout(SHUTDOWN_LEASE, me.leaser.release(lease))
+                                .await;
+                        }
+                        return;
+                    }
                     let ev = match res {
                         Ok(lease) => Event::Acquired(lease),
                         Err(e) => {
@@ -538,13 +591,17 @@ impl Roles {
                 let events = events.clone();
                 self.tracker.spawn(async move {
                     let ev = match me.leaser.keep_alive(&lease).await {
-                        Ok(()) => Event::KeptAlive,
+                        Ok(from) => Event::KeptAlive {
+                            lease: lease.id,
+                            from,
+                        },
                         Err(e) => {
                             tracing::warn!(
                                 "could not keep the lease alive: {}",
                                 litefs_store::error_chain(&e)
                             );
                             Event::KeepAliveFailed {
+                                lease: lease.id,
                                 expired: matches!(e, LeaseError::Expired(_)),
                             }
                         }
@@ -584,7 +641,9 @@ impl Roles {
                     }
                 };
                 if shutdown {
-                    release.await;
+                    if tokio::time::timeout(SHUTDOWN_LEASE, release).await.is_err() {
+                        tracing::warn!("could not release the lease within {SHUTDOWN_LEASE:?}: it ends with its health check");
+                    }
                 } else {
                     self.tracker.spawn(release);
                 }
@@ -614,13 +673,13 @@ impl Roles {
                 let me = self.clone();
                 let events = events.clone();
                 self.tracker.spawn(async move {
-                    let res = me.hand_off(req.peer, &lease).await;
-                    if let Err(e) = &res {
-                        tracing::warn!(peer = %req.peer, "hand-off failed: {e}");
-                    } else {
-                        tracing::info!(peer = %req.peer, "handed the lease over");
+                    let (done, res) = me.hand_off(req.peer, &lease).await;
+                    match &res {
+                        Err(e) if done => tracing::warn!(peer = %req.peer, "hand-off: {e}; stepping down anyway (the replica may hold the lease)"),
+                        Err(e) => tracing::warn!(peer = %req.peer, "hand-off failed: {e}"),
+                        Ok(()) => tracing::info!(peer = %req.peer, "handed the lease over"),
                     }
-                    let _ = events.send(Event::HandoffDone(res.is_ok()));
+                    let _ = events.send(Event::HandoffDone(done));
                     let _ = req.reply.send(res);
                 });
             }
@@ -676,7 +735,7 @@ impl Roles {
         let mut behind = Vec::new();
         if lookup.primary.is_none() && self.opts.candidate {
             match self.leaser.cluster_position().await {
-                Ok(Some(pos)) => behind = pos.behind(&self.local_txids()),
+                Ok(Some(pos)) => behind = self.behind(&pos),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(
@@ -727,16 +786,51 @@ impl Roles {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         self.tracker
-            .spawn(async move { me.primary_duties(term).await });
+            .spawn(async move { me.primary_duties(lease, term).await });
     }
 
     /// While this node is the primary: set the cluster id if nobody did, and publish what the
     /// cluster committed every [`PUBLISH_INTERVAL`] (the positions of one interval earlier, which
     /// a replica that keeps up already has).
-    async fn primary_duties(&self, term: CancellationToken) {
+    async fn primary_duties(&self, lease: Lease, term: CancellationToken) {
         if matches!(&*self.leaser, Leaser::Static(_)) {
             return;
         }
+        tokio::select! {
+            () = term.cancelled() => return,
+            () = self.ensure_cluster_id() => {}
+        }
+        let mut published: Option<BTreeMap<String, DbPosition>> = None;
+        let mut previous = self.local_positions();
+        // This node had at least what the cluster published when it took the lease.
+        let mut next = previous.clone();
+        loop {
+            if published.as_ref() != Some(&next) && !self.store.is_readonly() {
+                let pos = ClusterPosition {
+                    node: self.store.node_id().to_string(),
+                    hostname: self.opts.own.hostname.clone(),
+                    timestamp: litefs_store::status::now_ms(),
+                    dbs: next.clone(),
+                };
+                tokio::select! {
+                    () = term.cancelled() => return,
+                    r = self.leaser.publish_position(&lease, &pos) => match r {
+                        Ok(()) => published = Some(next.clone()),
+                        Err(e) => tracing::debug!("could not publish the position: {}", litefs_store::error_chain(&e)),
+                    },
+                }
+            }
+            tokio::select! {
+                () = term.cancelled() => return,
+                () = tokio::time::sleep(PUBLISH_INTERVAL) => {}
+            }
+            let now = self.local_positions();
+            next = std::mem::replace(&mut previous, now);
+        }
+    }
+
+    /// Sets the cluster id in Consul if no primary did yet, and keeps it locally.
+    async fn ensure_cluster_id(&self) {
         match self.leaser.cluster_id().await {
             Ok(None) => {
                 let id = self.local_cluster_id().unwrap_or_else(new_cluster_id);
@@ -761,56 +855,50 @@ impl Roles {
                 litefs_store::error_chain(&e)
             ),
         }
-        let mut published: Option<BTreeMap<String, u64>> = None;
-        let mut previous = self.local_txids();
-        // This node had at least what the cluster published when it took the lease.
-        let mut next = previous.clone();
-        loop {
-            if published.as_ref() != Some(&next) && !self.store.is_readonly() {
-                let pos = ClusterPosition {
-                    node: self.store.node_id().to_string(),
-                    hostname: self.opts.own.hostname.clone(),
-                    timestamp: litefs_store::status::now_ms(),
-                    txids: next.clone(),
-                };
-                match self.leaser.publish_position(&pos).await {
-                    Ok(()) => published = Some(next.clone()),
-                    Err(e) => tracing::debug!(
-                        "could not publish the position: {}",
-                        litefs_store::error_chain(&e)
-                    ),
-                }
-            }
-            tokio::select! {
-                () = term.cancelled() => return,
-                () = tokio::time::sleep(PUBLISH_INTERVAL) => {}
-            }
-            let now = self.local_txids();
-            next = std::mem::replace(&mut previous, now);
-        }
     }
 
     /// Hands the lease to `peer`: waits until every committed transaction is in an LTX file,
-    /// then has its stream send them and the lease.
-    async fn hand_off(&self, peer: litefs_ltx::NodeId, lease: &Lease) -> Result<(), String> {
+    /// then has its stream send them and the lease. The flag says whether the lease may have
+    /// gone (the request reached the stream): then this node must step down whatever the
+    /// outcome, since the replica may take the lease over.
+    async fn hand_off(
+        &self,
+        peer: litefs_ltx::NodeId,
+        lease: &Lease,
+    ) -> (bool, Result<(), String>) {
         let until = Instant::now() + HANDOFF_FLUSH;
         while self.store.dbs().iter().any(|db| db.published() != db.pos()) {
             if Instant::now() >= until {
-                return Err("the last transactions were not written in time".into());
+                return (
+                    false,
+                    Err("the last transactions were not written in time".into()),
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.leaser
-            .keep_alive(lease)
-            .await
-            .map_err(|e| format!("keep the lease alive: {}", litefs_store::error_chain(&e)))?;
-        let sent = self
-            .api
-            .hand_off(peer, lease.id.clone())
-            .ok_or_else(|| format!("node {peer} is not streaming from this node"))?;
-        match tokio::time::timeout(Duration::from_secs(5), sent).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(format!("the stream to {peer} did not send the lease")),
+        if let Err(e) = self.leaser.keep_alive(lease).await {
+            return (
+                false,
+                Err(format!(
+                    "keep the lease alive: {}",
+                    litefs_store::error_chain(&e)
+                )),
+            );
+        }
+        let Some(sent) = self.api.hand_off(peer, lease.id.clone()) else {
+            return (
+                false,
+                Err(format!("node {peer} is not streaming from this node")),
+            );
+        };
+        match tokio::time::timeout(HANDOFF_SEND, sent).await {
+            Ok(Ok(())) => (true, Ok(())),
+            _ => (
+                true,
+                Err(format!(
+                    "the stream to {peer} did not confirm it sent the lease"
+                )),
+            ),
         }
     }
 
@@ -866,8 +954,13 @@ impl Roles {
                     r = async { caught_up.wait_for(|c| *c).await.is_ok() } => {
                         if r && !me.promoted.swap(true, Ordering::AcqRel) {
                             tracing::info!(primary = %url, "lease.promote: asking the primary for the lease");
-                            if let Err(e) = api::request_handoff(&url, me.store.node_id()).await {
-                                tracing::warn!("lease.promote: {e}");
+                            tokio::select! {
+                                () = me.cancel.cancelled() => {}
+                                r = api::request_handoff(&url, me.store.node_id()) => {
+                                    if let Err(e) = r {
+                                        tracing::warn!("lease.promote: {e}");
+                                    }
+                                }
                             }
                         }
                     }
@@ -919,6 +1012,28 @@ impl Roles {
             }
         }
     }
+}
+
+/// The database checksum after transaction `txid`, from the trailer of the LTX file in `dir`
+/// that ends exactly there, if there is one.
+fn checksum_after(dir: &Path, txid: u64) -> Option<litefs_ltx::Checksum> {
+    use std::io::{Read as _, Seek as _};
+    let suffix = format!("-{txid:016x}.ltx");
+    let path = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&suffix) && n.len() == 16 + suffix.len())
+        })?;
+    let mut f = std::fs::File::open(path).ok()?;
+    // The trailer: the post-apply checksum, then the file checksum (8 bytes each, big-endian).
+    f.seek(std::io::SeekFrom::End(-16)).ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact(&mut b).ok()?;
+    Some(litefs_ltx::Checksum::new(u64::from_be_bytes(b)))
 }
 
 /// Sleeps until `deadline`, or forever without one.

@@ -16,6 +16,8 @@ use litefs_lease::{Lease, Lookup, PrimaryInfo};
 pub const WATCH_WAIT: Duration = Duration::from_secs(10);
 /// The longest wait between attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// How often to look at the lease when there is no key to block on.
+pub const WATCH_POLL: Duration = Duration::from_millis(500);
 /// After a failed acquire (another node won, or Consul's lock-delay), how soon to look again.
 pub const ACQUIRE_RETRY: Duration = Duration::from_millis(100);
 
@@ -86,11 +88,10 @@ impl Held {
         self.held_until - self.lease.hold * 2 / 5
     }
 
-    /// The keep-alive in flight succeeded.
-    fn kept_alive(&mut self, now: Instant) {
-        if let Some(sent) = self.in_flight.take() {
-            self.held_until = self.held_until.max(sent + self.lease.hold);
-        }
+    /// The keep-alive in flight succeeded; the hold counts from `from`.
+    fn kept_alive(&mut self, now: Instant, from: Instant) {
+        self.in_flight = None;
+        self.held_until = self.held_until.max(from + self.lease.hold);
         self.next_keep_alive = now + self.lease.keep_alive_every;
     }
 }
@@ -117,10 +118,17 @@ pub enum Event {
     Acquired(Option<Lease>),
     /// An acquire failed.
     AcquireFailed,
-    /// A keep-alive succeeded.
-    KeptAlive,
-    /// A keep-alive failed; `expired`: the lease is gone for sure.
+    /// A keep-alive of lease `lease` succeeded; the lease's hold counts from `from`.
+    KeptAlive {
+        /// The lease id.
+        lease: String,
+        /// From when the hold counts (the keep-alive's start, or the last renewal).
+        from: Instant,
+    },
+    /// A keep-alive of lease `lease` failed; `expired`: the lease is gone for sure.
     KeepAliveFailed {
+        /// The lease id.
+        lease: String,
         /// The lease is gone.
         expired: bool,
     },
@@ -242,7 +250,14 @@ impl Machine {
     }
 
     fn idle(&mut self, at: Instant, watch: Option<(u64, Duration)>) {
-        self.phase = Phase::Idle { at, watch };
+        self.phase = match watch {
+            // Nothing to block on (the key does not exist): look again a moment later.
+            Some((0, wait)) => Phase::Idle {
+                at: at + wait.min(WATCH_POLL),
+                watch: None,
+            },
+            watch => Phase::Idle { at, watch },
+        };
     }
 
     /// Feeds one event; returns what to do, in order.
@@ -261,6 +276,17 @@ impl Machine {
                 _ => {}
             }
             return out;
+        }
+        // A keep-alive answer for another lease than the one held now (sent before a step-down)
+        // says nothing about this one.
+        if let Event::KeptAlive { lease, .. } | Event::KeepAliveFailed { lease, .. } = &event {
+            let current = match &self.phase {
+                Phase::Primary(h) | Phase::HandingOff(h) => Some(h.lease.id.as_str()),
+                _ => None,
+            };
+            if current != Some(lease.as_str()) {
+                return out;
+            }
         }
         let phase = std::mem::replace(&mut self.phase, Phase::Stopped);
         match (phase, event) {
@@ -326,29 +352,29 @@ impl Machine {
                 }
                 self.phase = Phase::Primary(h);
             }
-            (Phase::Primary(mut h), Event::KeptAlive) => {
-                h.kept_alive(now);
+            (Phase::Primary(mut h), Event::KeptAlive { from, .. }) => {
+                h.kept_alive(now, from);
                 if h.fenced && now < h.fence_at() {
                     h.fenced = false;
                     out.push(Action::Fence(false));
                 }
                 self.phase = Phase::Primary(h);
             }
-            (Phase::HandingOff(mut h), Event::KeptAlive) => {
+            (Phase::HandingOff(mut h), Event::KeptAlive { from, .. }) => {
                 // Writes stay fenced until the hand-off ends.
-                h.kept_alive(now);
+                h.kept_alive(now, from);
                 self.phase = Phase::HandingOff(h);
             }
             (
                 Phase::Primary(_) | Phase::HandingOff(_),
-                Event::KeepAliveFailed { expired: true },
+                Event::KeepAliveFailed { expired: true, .. },
             ) => {
                 tracing::warn!("the lease is gone: stepping down");
                 out.push(Action::StepDown);
                 let d = self.retry_delay();
                 self.idle(now + d, None);
             }
-            (Phase::Primary(mut h), Event::KeepAliveFailed { expired: false }) => {
+            (Phase::Primary(mut h), Event::KeepAliveFailed { expired: false, .. }) => {
                 h.in_flight = None;
                 // Try again soon; the fence deadline runs meanwhile.
                 h.next_keep_alive = now + h.lease.keep_alive_every.min(Duration::from_secs(1));
@@ -368,8 +394,10 @@ impl Machine {
                 self.idle(now, None);
             }
             (Phase::HandingOff(mut h), Event::HandoffDone(false)) => {
-                h.fenced = false;
-                out.push(Action::Fence(false));
+                if now < h.fence_at() {
+                    h.fenced = false;
+                    out.push(Action::Fence(false));
+                }
                 self.phase = Phase::Primary(h);
                 // A keep-alive decides at once whether the lease is still safe to write under.
                 self.on_primary_tick_now(now, &mut out);
@@ -387,15 +415,21 @@ impl Machine {
                     self.phase = Phase::HandingOff(h);
                 }
             }
-            (Phase::HandingOff(mut h), Event::KeepAliveFailed { expired: false }) => {
+            (Phase::HandingOff(mut h), Event::KeepAliveFailed { expired: false, .. }) => {
                 h.in_flight = None;
+                h.next_keep_alive = now + h.lease.keep_alive_every.min(Duration::from_secs(1));
                 self.phase = Phase::HandingOff(h);
             }
             (Phase::Following { lease, .. }, Event::FollowEnded { handoff, failed }) => {
                 if let Some(id) = handoff {
-                    self.phase = Phase::Acquiring { sent: now };
-                    out.push(Action::AcquireExisting(id));
-                    return out;
+                    if self.candidate {
+                        self.phase = Phase::Acquiring { sent: now };
+                        out.push(Action::AcquireExisting(id));
+                        return out;
+                    }
+                    // Never on a non-candidate: the lease ends with its session, and the
+                    // candidates elect a primary.
+                    tracing::warn!("the primary handed its lease to this node, which is not a candidate: refused");
                 }
                 if failed {
                     // The primary may be gone: wait for its key to change, up to the retry
@@ -512,4 +546,470 @@ pub fn describe_behind(behind: &[(String, u64, u64)]) -> String {
         .map(|(n, have, want)| format!("{n} at TXID {have}, cluster at {want}"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOLD: Duration = Duration::from_millis(2500);
+
+    fn timing() -> Timing {
+        Timing {
+            reconnect_delay: Duration::from_millis(100),
+            stale_timeout: None,
+            demote_delay: Duration::from_secs(10),
+        }
+    }
+
+    fn lease() -> Lease {
+        Lease {
+            id: "s1".into(),
+            hold: HOLD,
+            keep_alive_every: HOLD / 5,
+        }
+    }
+
+    fn kept(from: Instant) -> Event {
+        Event::KeptAlive {
+            lease: "s1".into(),
+            from,
+        }
+    }
+
+    fn failed(expired: bool) -> Event {
+        Event::KeepAliveFailed {
+            lease: "s1".into(),
+            expired,
+        }
+    }
+
+    fn info(n: u16) -> PrimaryInfo {
+        PrimaryInfo {
+            hostname: format!("node{n}"),
+            advertise_url: format!("http://127.0.0.1:{n}"),
+        }
+    }
+
+    fn held(info: PrimaryInfo, lease: &str, index: u64) -> Event {
+        Event::LookedUp {
+            lookup: Lookup {
+                primary: Some((info, lease.into())),
+                index,
+            },
+            behind: Vec::new(),
+            own: false,
+        }
+    }
+
+    fn free(index: u64, behind: Vec<(String, u64, u64)>) -> Event {
+        Event::LookedUp {
+            lookup: Lookup {
+                primary: None,
+                index,
+            },
+            behind,
+            own: false,
+        }
+    }
+
+    /// A candidate that became primary at `t0`.
+    fn primary_at(t0: Instant) -> Machine {
+        let mut m = Machine::new(true, timing(), t0);
+        assert_eq!(m.on(t0, Event::Tick), vec![Action::LookUp(None)]);
+        assert_eq!(m.on(t0, free(7, Vec::new())), vec![Action::Acquire]);
+        assert_eq!(
+            m.on(t0, Event::Acquired(Some(lease()))),
+            vec![Action::BecomePrimary(lease())]
+        );
+        assert!(m.is_primary());
+        m
+    }
+
+    #[test]
+    fn a_free_lease_is_taken_by_a_candidate_and_a_held_one_is_followed() {
+        let t0 = Instant::now();
+        primary_at(t0);
+
+        let mut m = Machine::new(true, timing(), t0);
+        m.on(t0, Event::Tick);
+        assert_eq!(
+            m.on(t0, held(info(1), "s9", 3)),
+            vec![Action::Follow(info(1))]
+        );
+        assert!(!m.is_primary());
+        assert_eq!(m.deadline(), None);
+    }
+
+    #[test]
+    fn a_non_candidate_never_acquires_it_watches_the_key() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(false, timing(), t0);
+        m.on(t0, Event::Tick);
+        assert!(m.on(t0, free(7, Vec::new())).is_empty());
+        assert_eq!(m.deadline(), Some(t0));
+        assert_eq!(
+            m.on(t0, Event::Tick),
+            vec![Action::LookUp(Some((7, WATCH_WAIT)))]
+        );
+        assert!(m.on(t0, free(8, Vec::new())).is_empty());
+    }
+
+    #[test]
+    fn a_lost_race_looks_again_soon() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(true, timing(), t0);
+        m.on(t0, Event::Tick);
+        m.on(t0, free(7, Vec::new()));
+        assert!(m.on(t0, Event::Acquired(None)).is_empty());
+        assert_eq!(m.deadline(), Some(t0 + ACQUIRE_RETRY));
+        assert!(m.on(t0, Event::Tick).is_empty(), "not due yet");
+        let t1 = t0 + ACQUIRE_RETRY;
+        assert_eq!(m.on(t1, Event::Tick), vec![Action::LookUp(None)]);
+        assert_eq!(
+            m.on(t1, held(info(2), "s2", 9)),
+            vec![Action::Follow(info(2))]
+        );
+    }
+
+    #[test]
+    fn the_primary_keeps_its_lease_alive_on_schedule() {
+        let t0 = Instant::now();
+        let mut m = primary_at(t0);
+        let every = HOLD / 5;
+        assert_eq!(m.deadline(), Some(t0 + every));
+        let t1 = t0 + every;
+        assert_eq!(m.on(t1, Event::Tick), vec![Action::KeepAlive(lease())]);
+        // Only one keep-alive in flight at a time.
+        assert!(m.on(t1, Event::Tick).is_empty());
+        assert!(m.on(t1 + Duration::from_millis(10), kept(t1)).is_empty());
+        match m.phase() {
+            Phase::Primary(h) => {
+                assert_eq!(h.held_until, t1 + HOLD);
+                assert!(!h.fenced);
+            }
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn a_primary_that_cannot_renew_fences_before_its_lease_can_pass_then_steps_down() {
+        let t0 = Instant::now();
+        let mut m = primary_at(t0);
+        let mut fenced_at = None;
+        let mut stepped_down_at = None;
+        // Every keep-alive fails (Consul unreachable); tick at every deadline.
+        for _ in 0..100 {
+            let Some(now) = m.deadline() else { break };
+            for a in m.on(now, Event::Tick) {
+                match a {
+                    Action::KeepAlive(_) => {
+                        assert!(m.on(now, failed(false)).is_empty());
+                    }
+                    Action::Fence(true) => fenced_at = Some(now),
+                    Action::StepDown => stepped_down_at = Some(now),
+                    a => panic!("unexpected {a:?}"),
+                }
+            }
+            if stepped_down_at.is_some() {
+                break;
+            }
+        }
+        let fenced_at = fenced_at.expect("fenced");
+        let stepped_down_at = stepped_down_at.expect("stepped down");
+        // The lease counts from the acquire's start; writes stop with 40% of the hold left,
+        // and the node steps down when the hold is over, before Consul can give it away.
+        assert_eq!(fenced_at, t0 + HOLD * 3 / 5);
+        assert_eq!(stepped_down_at, t0 + HOLD);
+        assert!(!m.is_primary());
+        assert!(matches!(m.phase(), Phase::Idle { .. }));
+    }
+
+    #[test]
+    fn a_renewal_that_succeeds_again_lifts_the_fence() {
+        let t0 = Instant::now();
+        let mut m = primary_at(t0);
+        let fence = t0 + HOLD * 3 / 5;
+        // The first keep-alive hangs (in flight) past the fence time.
+        let t1 = t0 + HOLD / 5;
+        assert_eq!(m.on(t1, Event::Tick), vec![Action::KeepAlive(lease())]);
+        assert_eq!(m.on(fence, Event::Tick), vec![Action::Fence(true)]);
+        // It succeeds: the lease counts from when it was sent, so the hold is renewed.
+        assert_eq!(
+            m.on(fence + Duration::from_millis(1), kept(t1)),
+            vec![Action::Fence(false)]
+        );
+        assert!(m.is_primary());
+    }
+
+    #[test]
+    fn a_late_success_that_leaves_too_little_hold_keeps_the_fence() {
+        let t0 = Instant::now();
+        let mut m = primary_at(t0);
+        let t1 = t0 + HOLD / 5;
+        m.on(t1, Event::Tick);
+        m.on(t0 + HOLD * 3 / 5, Event::Tick);
+        // Sent at t1, answered just before the hold ends: held until t1 + HOLD, whose fence
+        // time (t1 + 60% of HOLD) has passed already.
+        let late = t1 + HOLD * 3 / 5 + Duration::from_millis(1);
+        assert!(m.on(late, kept(t1)).is_empty());
+        match m.phase() {
+            Phase::Primary(h) => assert!(h.fenced),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn an_expired_lease_steps_down_at_once() {
+        let t0 = Instant::now();
+        let mut m = primary_at(t0);
+        let t1 = t0 + HOLD / 5;
+        m.on(t1, Event::Tick);
+        assert_eq!(m.on(t1, failed(true)), vec![Action::StepDown]);
+        assert!(!m.is_primary());
+        // A late keep-alive answer is ignored.
+        assert!(m.on(t1, kept(t1)).is_empty());
+        assert!(!m.is_primary());
+    }
+
+    #[test]
+    fn an_answer_for_an_earlier_lease_is_ignored() {
+        let t0 = Instant::now();
+        let mut m = primary_at(t0);
+        let t1 = t0 + HOLD / 5;
+        m.on(t1, Event::Tick);
+        let stale = Event::KeepAliveFailed {
+            lease: "s0".into(),
+            expired: true,
+        };
+        assert!(m.on(t1, stale).is_empty());
+        assert!(m.is_primary());
+    }
+
+    #[test]
+    fn a_non_candidate_refuses_a_handed_over_lease() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(false, timing(), t0);
+        m.on(t0, Event::Tick);
+        m.on(t0, held(info(1), "s1", 4));
+        assert_eq!(
+            m.on(
+                t0,
+                Event::FollowEnded {
+                    handoff: Some("s1".into()),
+                    failed: false
+                }
+            ),
+            vec![Action::LookUp(None)]
+        );
+    }
+
+    #[test]
+    fn without_a_key_to_block_on_the_lease_is_polled() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(false, timing(), t0);
+        m.on(t0, Event::Tick);
+        assert!(m.on(t0, free(0, Vec::new())).is_empty());
+        assert_eq!(m.deadline(), Some(t0 + WATCH_POLL));
+        assert!(m.on(t0, Event::Tick).is_empty());
+        assert_eq!(
+            m.on(t0 + WATCH_POLL, Event::Tick),
+            vec![Action::LookUp(None)]
+        );
+    }
+
+    #[test]
+    fn shutdown_fences_releases_then_steps_down() {
+        let t0 = Instant::now();
+        let mut m = primary_at(t0);
+        assert_eq!(
+            m.on(t0, Event::Shutdown),
+            vec![
+                Action::Fence(true),
+                Action::Release(lease()),
+                Action::StepDown
+            ]
+        );
+        assert_eq!(m.phase(), &Phase::Stopped);
+        assert!(m.on(t0, Event::Tick).is_empty());
+
+        let mut r = Machine::new(true, timing(), t0);
+        r.on(t0, Event::Tick);
+        r.on(t0, held(info(1), "s1", 1));
+        assert_eq!(r.on(t0, Event::Shutdown), vec![Action::StopFollowing]);
+    }
+
+    #[test]
+    fn a_stale_candidate_waits_for_a_fresher_node() {
+        let t0 = Instant::now();
+        let behind = vec![("db".to_owned(), 3, 10)];
+        let mut m = Machine::new(true, timing(), t0);
+        m.on(t0, Event::Tick);
+        assert!(m.on(t0, free(5, behind.clone())).is_empty());
+        assert_eq!(
+            m.on(t0, Event::Tick),
+            vec![Action::LookUp(Some((5, WATCH_WAIT)))]
+        );
+        // Still nobody, still behind, a minute later: still waiting (no timeout set).
+        let t1 = t0 + Duration::from_secs(60);
+        assert!(m.on(t1, free(6, behind)).is_empty());
+        // A fresher node took the lease: follow it.
+        m.on(t1, Event::Tick);
+        assert_eq!(
+            m.on(t1, held(info(3), "s3", 7)),
+            vec![Action::Follow(info(3))]
+        );
+    }
+
+    #[test]
+    fn a_stale_candidate_takes_the_lease_after_the_stale_timeout() {
+        let t0 = Instant::now();
+        let behind = vec![("db".to_owned(), 3, 10)];
+        let mut m = Machine::new(
+            true,
+            Timing {
+                stale_timeout: Some(Duration::from_secs(30)),
+                ..timing()
+            },
+            t0,
+        );
+        m.on(t0, Event::Tick);
+        assert!(m.on(t0, free(5, behind.clone())).is_empty());
+        // The blocking lookup waits no longer than what is left of the timeout.
+        assert_eq!(
+            m.on(t0, Event::Tick),
+            vec![Action::LookUp(Some((5, WATCH_WAIT)))]
+        );
+        let t1 = t0 + Duration::from_secs(25);
+        assert!(m.on(t1, free(5, behind.clone())).is_empty());
+        assert_eq!(
+            m.on(t1, Event::Tick),
+            vec![Action::LookUp(Some((5, Duration::from_secs(5))))]
+        );
+        let t2 = t0 + Duration::from_secs(30);
+        assert_eq!(m.on(t2, free(5, behind)), vec![Action::Acquire]);
+    }
+
+    #[test]
+    fn a_failed_stream_waits_for_the_key_to_change_before_following_again() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(true, timing(), t0);
+        m.on(t0, Event::Tick);
+        m.on(t0, held(info(1), "s1", 4));
+        let first = timing().reconnect_delay;
+        assert_eq!(
+            m.on(
+                t0,
+                Event::FollowEnded {
+                    handoff: None,
+                    failed: true
+                }
+            ),
+            vec![Action::LookUp(Some((0, first)))]
+        );
+        // The same lease still holds the key: block on it rather than reconnect at once.
+        assert_eq!(
+            m.on(t0, held(info(1), "s1", 4)),
+            vec![Action::LookUp(Some((4, first * 2)))]
+        );
+        // The key was deleted (the primary's session ended): take it.
+        assert_eq!(m.on(t0, free(5, Vec::new())), vec![Action::Acquire]);
+    }
+
+    #[test]
+    fn a_handed_over_lease_is_taken_over() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(true, timing(), t0);
+        m.on(t0, Event::Tick);
+        m.on(t0, held(info(1), "s1", 4));
+        assert_eq!(
+            m.on(
+                t0,
+                Event::FollowEnded {
+                    handoff: Some("s1".into()),
+                    failed: false
+                }
+            ),
+            vec![Action::AcquireExisting("s1".into())]
+        );
+        assert_eq!(
+            m.on(t0, Event::Acquired(Some(lease()))),
+            vec![Action::BecomePrimary(lease())]
+        );
+    }
+
+    #[test]
+    fn a_hand_off_fences_first_then_steps_down_and_stays_quiet() {
+        let t0 = Instant::now();
+        let mut m = primary_at(t0);
+        assert_eq!(
+            m.on(t0, Event::HandoffRequested),
+            vec![Action::Fence(true), Action::SendHandoff(lease())]
+        );
+        // Keep-alives go on while the replica catches up; writes stay fenced.
+        let t1 = t0 + HOLD / 5;
+        assert_eq!(m.on(t1, Event::Tick), vec![Action::KeepAlive(lease())]);
+        assert!(m.on(t1, kept(t1)).is_empty());
+        assert_eq!(m.on(t1, Event::HandoffDone(true)), vec![Action::StepDown]);
+        assert!(!m.is_primary());
+        // The lease is free a moment later (say the new primary died): no competing during
+        // the demote delay.
+        assert_eq!(m.on(t1, Event::Tick), vec![Action::LookUp(None)]);
+        assert!(m.on(t1, free(9, Vec::new())).is_empty());
+        assert_eq!(
+            m.on(t1, Event::Tick),
+            vec![Action::LookUp(Some((9, Duration::from_secs(10))))]
+        );
+        let later = t1 + Duration::from_secs(10);
+        assert_eq!(m.on(later, free(9, Vec::new())), vec![Action::Acquire]);
+    }
+
+    #[test]
+    fn a_failed_hand_off_lifts_the_fence_and_checks_the_lease() {
+        let t0 = Instant::now();
+        let mut m = primary_at(t0);
+        m.on(t0, Event::HandoffRequested);
+        assert_eq!(
+            m.on(t0, Event::HandoffDone(false)),
+            vec![Action::Fence(false), Action::KeepAlive(lease())]
+        );
+        assert!(m.is_primary());
+    }
+
+    #[test]
+    fn failures_back_off_up_to_the_bound() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(true, timing(), t0);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            assert_eq!(m.on(now, Event::Tick), vec![Action::LookUp(None)]);
+            assert!(m.on(now, Event::LookupFailed).is_empty());
+            let d = m.deadline().unwrap();
+            waits.push(d - now);
+            now = d;
+        }
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
+
+    #[test]
+    fn the_nodes_own_old_lease_is_waited_out() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(true, timing(), t0);
+        m.on(t0, Event::Tick);
+        let own = Event::LookedUp {
+            lookup: Lookup {
+                primary: Some((info(1), "old".into())),
+                index: 3,
+            },
+            behind: Vec::new(),
+            own: true,
+        };
+        assert!(m.on(t0, own).is_empty());
+        assert_eq!(
+            m.on(t0, Event::Tick),
+            vec![Action::LookUp(Some((3, WATCH_WAIT)))]
+        );
+    }
 }

@@ -261,10 +261,13 @@ pub async fn follow(
         .map_err(|e| connect_err(Box::new(e)))?
         .map_err(|e| connect_err(Box::new(e)))?;
     let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .map_err(|e| connect_err(Box::new(e)))?;
+    let (mut sender, conn) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)),
+    )
+    .await
+    .map_err(|e| connect_err(Box::new(e)))?
+    .map_err(|e| connect_err(Box::new(e)))?;
     let conn_task = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("stream connection ended: {e}");
@@ -284,9 +287,10 @@ pub async fn follow(
         .header(ID_HEADER, opts.node_id.to_string())
         .body(Full::new(Bytes::from(positions.encode())))
         .map_err(|e| connect_err(Box::new(e)))?;
-    let resp = sender
-        .send_request(req)
+    // The primary answers with its headers at once; the frames follow.
+    let resp = tokio::time::timeout(CONNECT_TIMEOUT, sender.send_request(req))
         .await
+        .map_err(|e| connect_err(Box::new(e)))?
         .map_err(|e| connect_err(Box::new(e)))?;
     let status = resp.status();
     let resp_cluster_id = resp

@@ -695,10 +695,12 @@ impl Db {
 
     /// Writes to the backing file of `kind`, capturing a transaction if this write commits one.
     pub fn write(&self, kind: FileKind, offset: u64, data: &[u8]) -> Result<()> {
+        let mut inner = self.lock();
+        // Under the lock: once writes are refused (a fenced primary, a hand-off), no write that
+        // passed this check can still commit after whoever refused them reads the position.
         if kind != FileKind::Shm {
             self.check_writable()?;
         }
-        let mut inner = self.lock();
         self.check_available(&inner)?;
         match kind {
             FileKind::Database => self.write_database(&mut inner, offset, data),
@@ -1166,10 +1168,10 @@ impl Db {
     /// Truncates the backing file of `kind`. Truncating the journal to zero commits (TRUNCATE
     /// mode); truncating the WAL ends its generation.
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<()> {
+        let mut inner = self.lock();
         if kind != FileKind::Shm {
             self.check_writable()?;
         }
-        let mut inner = self.lock();
         self.check_available(&inner)?;
         let path = self.path(kind);
         match kind {
