@@ -352,9 +352,22 @@ fn handoff_and_promote_move_the_primary_without_losing_writes() {
     write_eventually(&b, "db", "INSERT INTO t VALUES (2);");
     wait_caught_up(&b, &[&a, &c], "db");
 
-    // Promotion from the replica's side.
-    let (code, body) = post(&format!("{}/promote", a.url()));
-    assert_eq!(code, 200, "{body}\n{}", logs(&all));
+    // Promotion from the replica's side, as a deploy script does it: `run -promote`.
+    let ran = support::litefs(&[
+        "run",
+        "-promote",
+        "-url",
+        a.url().as_str(),
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(ran.code, Some(7), "{ran:?}\n{}", logs(&all));
+    assert!(
+        is_primary(&a),
+        "run -promote ran the command before a was primary"
+    );
     assert_eq!(wait_one_primary(&all), 0);
     write_eventually(&a, "db", "INSERT INTO t VALUES (3);");
     wait_caught_up(&a, &[&b, &c], "db");
@@ -362,6 +375,28 @@ fn handoff_and_promote_move_the_primary_without_losing_writes() {
         assert_eq!(count(n, "db"), 3);
     }
 
+    // `run -if-candidate` runs the command on a candidate only.
+    let ran = support::litefs(&[
+        "run",
+        "-if-candidate",
+        "-url",
+        c.url().as_str(),
+        "--",
+        "false",
+    ]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    let ran = support::litefs(&[
+        "run",
+        "-if-candidate",
+        "-url",
+        b.url().as_str(),
+        "--",
+        "false",
+    ]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    // `/promote` on the primary itself is a no-op.
+    let (code, body) = post(&format!("{}/promote", a.url()));
+    assert_eq!(code, 200, "{body}");
     // A non-candidate refuses, and a hand-off to a node that is not streaming is refused.
     let (code, body) = post(&format!("{}/promote", c.url()));
     assert_eq!(code, 409, "{body}");
@@ -371,6 +406,49 @@ fn handoff_and_promote_move_the_primary_without_losing_writes() {
     let (code, _) = post(&format!("{}/handoff?nodeID={}", b.url(), node_id(&c)));
     assert_eq!(code, 503, "a replica cannot hand off");
     assert_eq!(wait_one_primary(&all), 0);
+}
+
+#[test]
+fn the_primary_flip_flops_by_hand_off_under_writes_without_losing_any() {
+    let consul = Consul::start();
+    let a = start_candidate(&consul);
+    let b = start_candidate(&consul);
+    let nodes = [&a, &b];
+    let mut p = wait_one_primary(&nodes);
+    sql(
+        nodes[p],
+        "db",
+        Some("wal"),
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+    );
+    let mut rng = support::mount::Rng::from_env_or_time();
+    let mut rows = 0;
+    for _ in 0..6 {
+        let n = rng.range(1, 20);
+        for _ in 0..n {
+            rows += 1;
+            write_eventually(
+                nodes[p],
+                "db",
+                &format!("INSERT INTO t VALUES ({rows}, randomblob(200));"),
+            );
+        }
+        let q = 1 - p;
+        wait_caught_up(nodes[p], &[nodes[q]], "db");
+        let (code, body) = post(&format!(
+            "{}/handoff?nodeID={}",
+            nodes[p].url(),
+            node_id(nodes[q])
+        ));
+        assert_eq!(code, 200, "{body}\n{}", logs(&nodes));
+        p = wait_one_primary(&nodes);
+        assert_eq!(p, q);
+    }
+    wait_caught_up(nodes[p], &[nodes[1 - p]], "db");
+    for n in nodes {
+        assert_eq!(count(n, "db"), rows);
+        assert_eq!(sql(n, "db", None, "PRAGMA integrity_check;").trim(), "ok");
+    }
 }
 
 #[test]

@@ -77,6 +77,28 @@ enum Command {
         #[arg(long = "no-expand-env")]
         no_expand_env: bool,
     },
+    /// Run a command against the local node: only on a candidate (`-if-candidate`), or after
+    /// making it the primary (`-promote`), e.g. for migrations. Exits with the command's code.
+    Run {
+        /// The node's internal API.
+        #[arg(long = "url", value_name = "URL", default_value = transfer_cmd::DEFAULT_URL)]
+        url: String,
+        /// Make the node the primary first (a hand-off from the current primary).
+        #[arg(long = "promote")]
+        promote: bool,
+        /// Run the command only if the node is a candidate (exit 0 otherwise).
+        #[arg(long = "if-candidate")]
+        if_candidate: bool,
+        /// Run the command holding the halt lock of this database (writes from a replica).
+        #[arg(long = "with-halt-lock-on", value_name = "DBPATH")]
+        with_halt_lock_on: Option<PathBuf>,
+        /// Say what happens.
+        #[arg(short = 'v')]
+        verbose: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        cmd: Vec<std::ffi::OsString>,
+    },
     /// Download a database from a node as a SQLite file (written atomically to PATH).
     Export {
         /// The database (its name in the mount).
@@ -174,6 +196,34 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             exit_with(mount_cmd::forget_position(&config))
+        }
+        Command::Run {
+            url,
+            promote,
+            if_candidate,
+            with_halt_lock_on,
+            verbose,
+            cmd,
+        } => {
+            if with_halt_lock_on.is_some() {
+                eprintln!(
+                    "error: -with-halt-lock-on is not available yet in this build (writes from a \
+                     replica under the halt lock)"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let flags = transfer_cmd::RunFlags {
+                promote,
+                if_candidate,
+                verbose,
+            };
+            match transfer_cmd::run(&url, flags, &cmd) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Export { name, url, path } => exit_with(transfer_cmd::export(&url, &name, &path)),
         Command::Import { name, url, path } => exit_with(transfer_cmd::import(&url, &name, &path)),

@@ -311,3 +311,70 @@ mod tests {
         assert_eq!(encode("a/b c.db"), "a%2Fb%20c.db");
     }
 }
+
+/// What `litefs-rs run` does before running its command.
+#[derive(Debug, Clone, Copy)]
+pub struct RunFlags {
+    /// `-promote`: make the local node the primary first.
+    pub promote: bool,
+    /// `-if-candidate`: run only on a node that may become primary.
+    pub if_candidate: bool,
+    /// `-v`: say what happens.
+    pub verbose: bool,
+}
+
+/// `litefs-rs run`: asks the node at `url` about itself, promotes it if asked, then runs `cmd`
+/// and returns its exit code (0 without running it on a non-candidate with `-if-candidate`).
+pub fn run(url: &str, flags: RunFlags, cmd: &[std::ffi::OsString]) -> Result<i32> {
+    let ep = parse_url(url)?;
+    let Some((program, args)) = cmd.split_first() else {
+        bail!("no command to run (litefs-rs run [flags] -- CMD [ARGS...])");
+    };
+    let rt = runtime()?;
+    if flags.if_candidate || flags.promote {
+        let info = rt.block_on(node_info(&ep))?;
+        let candidate = info["candidate"].as_bool().unwrap_or(false);
+        let primary = info["isPrimary"].as_bool().unwrap_or(false);
+        if flags.if_candidate && !candidate {
+            if flags.verbose {
+                eprintln!("litefs-rs run: {url} is not a candidate; not running the command");
+            }
+            return Ok(0);
+        }
+        if flags.promote && !primary {
+            if flags.verbose {
+                eprintln!("litefs-rs run: promoting {url}");
+            }
+            rt.block_on(async {
+                let resp = send(&ep, Method::POST, "/promote", Empty::<Bytes>::new()).await?;
+                if resp.status() != hyper::StatusCode::OK {
+                    return Err(server_error(resp).await.context("promote"));
+                }
+                Ok(())
+            })?;
+            if flags.verbose {
+                eprintln!("litefs-rs run: {url} is the primary");
+            }
+        }
+    }
+    drop(rt);
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("run {}", program.to_string_lossy()))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// `GET /info`.
+async fn node_info(ep: &Endpoint) -> Result<serde_json::Value> {
+    let resp = send(ep, Method::GET, "/info", Empty::<Bytes>::new()).await?;
+    if resp.status() != hyper::StatusCode::OK {
+        return Err(server_error(resp).await.context("GET /info"));
+    }
+    let body = Limited::new(resp.into_body(), MAX_ERROR_BODY)
+        .collect()
+        .await
+        .map_err(|e| anyhow!("read /info: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&body).context("/info is not JSON")
+}
