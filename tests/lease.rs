@@ -254,6 +254,54 @@ fn kill_9_of_the_primary_under_writes_keeps_every_replicated_write() {
 }
 
 #[test]
+fn after_a_crash_the_freshest_replica_takes_over() {
+    let consul = Consul::start();
+    let mut nodes: Vec<MountedNode> = (0..3).map(|_| start_candidate(&consul)).collect();
+    let p = wait_one_primary(&nodes.iter().collect::<Vec<_>>());
+    let (r1, r2) = match p {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    sql(
+        &nodes[p],
+        "db",
+        Some("wal"),
+        "CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+    );
+    wait_caught_up(&nodes[p], &[&nodes[r1], &nodes[r2]], "db");
+    // r1 is away while the primary commits five more (r2 gets them), then the primary dies
+    // before it could publish them as the cluster's position: r1 is not behind that position,
+    // but it is behind r2.
+    nodes[r1].stop();
+    let db = nodes[p].db_path("db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for i in 2..=6 {
+            conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+    }
+    wait_caught_up(&nodes[p], &[&nodes[r2]], "db");
+    nodes[p].kill9();
+    nodes[r1].start_again();
+    let survivors = [&nodes[r1], &nodes[r2]];
+    let until = Instant::now() + ELECTION;
+    while primaries(&survivors).is_empty() {
+        assert!(Instant::now() < until, "no primary\n{}", logs(&survivors));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        primaries(&survivors),
+        vec![1],
+        "the replica with fewer transactions took over\n{}",
+        logs(&survivors)
+    );
+    wait_caught_up(&nodes[r2], &[&nodes[r1]], "db");
+    assert_eq!(count(&nodes[r1], "db"), 6);
+    assert_eq!(count(&nodes[r2], "db"), 6);
+}
+
+#[test]
 fn sigterm_of_the_primary_hands_the_lease_over_at_once() {
     let consul = Consul::start();
     let mut nodes = [start_candidate(&consul), start_candidate(&consul)];

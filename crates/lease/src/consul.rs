@@ -27,7 +27,7 @@ use consulrs::api::Features;
 use consulrs::client::{ConsulClient, ConsulClientSettingsBuilder};
 use consulrs::error::ClientError;
 
-use crate::{ClusterPosition, Lease, LeaseError, Lookup, PrimaryInfo, Result};
+use crate::{Candidate, ClusterPosition, Lease, LeaseError, Lookup, PrimaryInfo, Result};
 
 /// How long one request to Consul may take (a blocking query: this beyond its wait).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -638,6 +638,44 @@ impl ConsulLeaser {
         } else {
             Err(LeaseError::Expired(lease.id.clone()))
         }
+    }
+
+    pub(crate) async fn announce(&self, me: &Candidate) -> Result<()> {
+        let key = format!("{}/candidates/{}", self.key, self.check_id);
+        let value = serde_json::to_vec(me).map_err(|e| LeaseError::BadValue {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+        self.write(&key, value, None).await.map(|_| ())
+    }
+
+    pub(crate) async fn candidates(&self) -> Result<Vec<Candidate>> {
+        let prefix = format!("{}/candidates/", self.key);
+        let op = format!("list {prefix}");
+        let endpoint = ReadKeyRequest::builder()
+            .key(prefix.clone())
+            .recurse(true)
+            .build()
+            .map_err(|e| LeaseError::Config(format!("{op}: {e}")))?;
+        let res = timed(
+            &op,
+            REQUEST_TIMEOUT,
+            consulrs::api::exec_with_result(&self.client, endpoint),
+        )
+        .await?;
+        let pairs = match res {
+            Ok(r) => r.response,
+            Err(e) if is_not_found(&e) => Vec::new(),
+            Err(e) => return Err(consul_err(op)(e)),
+        };
+        Ok(pairs
+            .into_iter()
+            .filter_map(|p| {
+                let bytes: Vec<u8> = p.value?.try_into().ok()?;
+                // An entry that does not decode is skipped: it cannot make anyone defer.
+                serde_json::from_slice(&bytes).ok()
+            })
+            .collect())
     }
 
     pub(crate) async fn forget_position(&self) -> Result<()> {

@@ -57,6 +57,39 @@ pub struct DbPosition {
     pub checksum: String,
 }
 
+/// A candidate about to take a free lease, as it announces itself: the others defer to one
+/// that has more of the cluster's transactions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Candidate {
+    /// Its hostname.
+    pub hostname: String,
+    /// Its advertise URL.
+    #[serde(rename = "advertise-url")]
+    pub advertise_url: String,
+    /// Milliseconds since the epoch when it announced itself.
+    pub timestamp: i64,
+    /// Its databases' positions.
+    pub dbs: BTreeMap<String, DbPosition>,
+}
+
+impl Candidate {
+    /// True if this candidate has at least `other`'s TXID in every database and more in one
+    /// (a database missing counts as TXID 0).
+    pub fn fresher_than(&self, other: &BTreeMap<String, DbPosition>) -> bool {
+        let txid = |m: &BTreeMap<String, DbPosition>, n: &str| m.get(n).map_or(0, |p| p.txid);
+        let names = self.dbs.keys().chain(other.keys());
+        let mut more = false;
+        for n in names {
+            let (a, b) = (txid(&self.dbs, n), txid(other, n));
+            if a < b {
+                return false;
+            }
+            more |= a > b;
+        }
+        more
+    }
+}
+
 /// What looking at the lease found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lookup {
@@ -248,6 +281,22 @@ impl Leaser {
         }
     }
 
+    /// Announces this node as a candidate about to take a free lease.
+    pub async fn announce(&self, me: &Candidate) -> Result<()> {
+        match self {
+            Leaser::Static(_) => Ok(()),
+            Leaser::Consul(c) => c.announce(me).await,
+        }
+    }
+
+    /// The candidates announced so far (their latest announcements).
+    pub async fn candidates(&self) -> Result<Vec<Candidate>> {
+        match self {
+            Leaser::Static(_) => Ok(Vec::new()),
+            Leaser::Consul(c) => c.candidates().await,
+        }
+    }
+
     /// Forgets the published position: any candidate may take the lease again. For an operator
     /// whose freshest node is gone for good.
     pub async fn forget_position(&self) -> Result<()> {
@@ -269,6 +318,33 @@ impl Leaser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dbs(v: &[(&str, u64)]) -> BTreeMap<String, DbPosition> {
+        v.iter()
+            .map(|(n, t)| {
+                (
+                    (*n).to_owned(),
+                    DbPosition {
+                        txid: *t,
+                        checksum: String::new(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_candidate_is_fresher_only_with_more_and_nowhere_less() {
+        let c = Candidate {
+            dbs: dbs(&[("a", 5), ("b", 3)]),
+            ..Candidate::default()
+        };
+        assert!(c.fresher_than(&dbs(&[("a", 4), ("b", 3)])));
+        assert!(c.fresher_than(&dbs(&[("a", 5)])));
+        assert!(!c.fresher_than(&dbs(&[("a", 5), ("b", 3)])), "equal");
+        assert!(!c.fresher_than(&dbs(&[("a", 4), ("b", 4)])), "mixed");
+        assert!(!c.fresher_than(&dbs(&[("a", 5), ("b", 3), ("c", 1)])));
+    }
 
     #[test]
     fn primary_info_is_litefs_json() {

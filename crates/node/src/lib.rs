@@ -404,6 +404,10 @@ impl replica::Applier for MountApplierAdapter {
 /// health check).
 const SHUTDOWN_LEASE: Duration = Duration::from_secs(3);
 
+/// How long a candidate's announcement counts (it renews it at every attempt, several times a
+/// second while the lease is free).
+const CANDIDATE_FRESH: Duration = Duration::from_secs(3);
+
 /// How often the primary publishes the cluster's position.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a hand-off waits for the last transactions to be written before it gives up.
@@ -528,8 +532,11 @@ impl Roles {
                 () = sleep_until(deadline) => Event::Tick,
             };
             let shutdown = matches!(event, Event::Shutdown);
-            for action in machine.on(Instant::now().into_std(), event) {
-                self.perform(action, &events_tx, &mut running, shutdown)
+            let now = Instant::now().into_std();
+            let actions = machine.on(now, event);
+            let compete = machine.competing(now);
+            for action in actions {
+                self.perform(action, &events_tx, &mut running, shutdown, compete)
                     .await;
             }
             if shutdown {
@@ -547,13 +554,14 @@ impl Roles {
         events: &mpsc::UnboundedSender<Event>,
         running: &mut Running,
         shutdown: bool,
+        compete: bool,
     ) {
         match action {
             Action::LookUp(wait) => {
                 let me = self.clone();
                 let events = events.clone();
                 self.tracker.spawn(async move {
-                    let ev = me.look_up(wait).await;
+                    let ev = me.look_up(wait, compete).await;
                     let _ = events.send(ev);
                 });
             }
@@ -688,7 +696,7 @@ impl Roles {
 
     /// Looks up the lease, checks the cluster id, and (when nobody holds the lease) how this
     /// node compares with what the cluster committed.
-    async fn look_up(&self, wait: Option<(u64, Duration)>) -> Event {
+    async fn look_up(&self, wait: Option<(u64, Duration)>, compete: bool) -> Event {
         match self.leaser.cluster_id().await {
             Ok(Some(theirs)) => match self.local_cluster_id() {
                 None => {
@@ -733,7 +741,8 @@ impl Roles {
             self.leaser.kind() == "consul" && info.advertise_url == self.opts.own.advertise_url
         });
         let mut behind = Vec::new();
-        if lookup.primary.is_none() && self.opts.candidate {
+        let mut yield_to = None;
+        if lookup.primary.is_none() && compete {
             match self.leaser.cluster_position().await {
                 Ok(Some(pos)) => behind = self.behind(&pos),
                 Ok(None) => {}
@@ -745,11 +754,52 @@ impl Roles {
                     return Event::LookupFailed;
                 }
             }
+            if behind.is_empty() {
+                yield_to = self.fresher_candidate().await;
+            }
         }
         Event::LookedUp {
             lookup,
             behind,
             own,
+            yield_to,
+        }
+    }
+
+    /// Announces this node as a candidate for the free lease, and returns the hostname of a
+    /// candidate that announced itself within [`CANDIDATE_FRESH`] with more transactions (after
+    /// a primary dies, the replicas all find the lease free at once: the freshest takes it). On
+    /// Consul errors nobody is deferred to.
+    async fn fresher_candidate(&self) -> Option<String> {
+        let dbs = self.local_positions();
+        let now = litefs_store::status::now_ms();
+        let me = litefs_lease::Candidate {
+            hostname: self.opts.own.hostname.clone(),
+            advertise_url: self.opts.own.advertise_url.clone(),
+            timestamp: now,
+            dbs: dbs.clone(),
+        };
+        if let Err(e) = self.leaser.announce(&me).await {
+            tracing::debug!(
+                "could not announce this candidate: {}",
+                litefs_store::error_chain(&e)
+            );
+        }
+        let fresh = i64::try_from(CANDIDATE_FRESH.as_millis()).unwrap_or(i64::MAX);
+        match self.leaser.candidates().await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|c| c.advertise_url != me.advertise_url)
+                .filter(|c| (now - c.timestamp).abs() <= fresh)
+                .find(|c| c.fresher_than(&dbs))
+                .map(|c| c.hostname),
+            Err(e) => {
+                tracing::debug!(
+                    "could not list the candidates: {}",
+                    litefs_store::error_chain(&e)
+                );
+                None
+            }
         }
     }
 

@@ -16,6 +16,8 @@ use litefs_lease::{Lease, Lookup, PrimaryInfo};
 pub const WATCH_WAIT: Duration = Duration::from_secs(10);
 /// The longest wait between attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// When a fresher candidate announced itself, how soon to look at the lease again.
+pub const YIELD_RETRY: Duration = Duration::from_millis(200);
 /// How often to look at the lease when there is no key to block on.
 pub const WATCH_POLL: Duration = Duration::from_millis(500);
 /// After a failed acquire (another node won, or Consul's lock-delay), how soon to look again.
@@ -111,6 +113,8 @@ pub enum Event {
         behind: Vec<(String, u64, u64)>,
         /// The holder is this node itself.
         own: bool,
+        /// A fresher candidate is about to take the free lease (its hostname): let it.
+        yield_to: Option<String>,
     },
     /// A lookup failed (Consul unreachable, or this node belongs to another cluster).
     LookupFailed,
@@ -305,8 +309,9 @@ impl Machine {
                     lookup,
                     behind,
                     own,
+                    yield_to,
                 },
-            ) => self.looked_up(now, lookup, behind, own, &mut out),
+            ) => self.looked_up(now, lookup, behind, own, yield_to, &mut out),
             (Phase::LookingUp, Event::LookupFailed) => {
                 let d = self.retry_delay();
                 self.idle(now + d, None);
@@ -469,6 +474,7 @@ impl Machine {
         lookup: Lookup,
         behind: Vec<(String, u64, u64)>,
         own: bool,
+        yield_to: Option<String>,
         out: &mut Vec<Action>,
     ) {
         let index = lookup.index;
@@ -532,10 +538,22 @@ impl Machine {
                         }
                     }
                 }
+                if let Some(host) = yield_to {
+                    // It has more of the cluster's transactions; if it does not take the lease
+                    // (it died), its announcement ages out and this node goes ahead.
+                    tracing::info!(fresher = %host, "a fresher candidate is taking the lease: waiting for it");
+                    self.idle(now + YIELD_RETRY, None);
+                    return;
+                }
                 self.phase = Phase::Acquiring { sent: now };
                 out.push(Action::Acquire);
             }
         }
+    }
+
+    /// True if this node would take a free lease now (a candidate, not in its demote delay).
+    pub fn competing(&self, now: Instant) -> bool {
+        self.candidate && !self.quiet_until.is_some_and(|t| now < t)
     }
 }
 
@@ -599,6 +617,7 @@ mod tests {
             },
             behind: Vec::new(),
             own: false,
+            yield_to: None,
         }
     }
 
@@ -610,6 +629,7 @@ mod tests {
             },
             behind,
             own: false,
+            yield_to: None,
         }
     }
 
@@ -840,6 +860,30 @@ mod tests {
     }
 
     #[test]
+    fn a_candidate_lets_a_fresher_one_take_the_lease() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(true, timing(), t0);
+        m.on(t0, Event::Tick);
+        let fresher = Event::LookedUp {
+            lookup: Lookup {
+                primary: None,
+                index: 5,
+            },
+            behind: Vec::new(),
+            own: false,
+            yield_to: Some("node2".into()),
+        };
+        assert!(m.on(t0, fresher).is_empty());
+        assert_eq!(m.deadline(), Some(t0 + YIELD_RETRY));
+        let t1 = t0 + YIELD_RETRY;
+        assert_eq!(m.on(t1, Event::Tick), vec![Action::LookUp(None)]);
+        assert_eq!(
+            m.on(t1, held(info(2), "s2", 6)),
+            vec![Action::Follow(info(2))]
+        );
+    }
+
+    #[test]
     fn a_stale_candidate_waits_for_a_fresher_node() {
         let t0 = Instant::now();
         let behind = vec![("db".to_owned(), 3, 10)];
@@ -1005,6 +1049,7 @@ mod tests {
             },
             behind: Vec::new(),
             own: true,
+            yield_to: None,
         };
         assert!(m.on(t0, own).is_empty());
         assert_eq!(
