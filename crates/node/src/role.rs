@@ -553,7 +553,7 @@ impl Machine {
 
     /// True if this node would take a free lease now (a candidate, not in its demote delay).
     pub fn competing(&self, now: Instant) -> bool {
-        self.candidate && !self.quiet_until.is_some_and(|t| now < t)
+        self.candidate && self.quiet_until.is_none_or(|t| now >= t)
     }
 }
 
