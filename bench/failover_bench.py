@@ -74,11 +74,70 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def is_mounted(path: str) -> bool:
-    want = (path.replace("\\", "\\134").replace(" ", "\\040")
+def mounts_escape(path: str) -> str:
+    """How /proc/self/mount{s,info} write a path (octal escapes)."""
+    return (path.replace("\\", "\\134").replace(" ", "\\040")
             .replace("\t", "\\011").replace("\n", "\\012"))
+
+
+def is_mounted(path: str) -> bool:
+    want = mounts_escape(path)
     with open("/proc/self/mounts") as f:
         return any(line.split(" ")[1] == want for line in f if " " in line)
+
+
+def fuse_connection(path: str) -> str | None:
+    """The FUSE connection number of the mount at path (its device minor), as in
+    /sys/fs/fuse/connections/."""
+    want = mounts_escape(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" ")
+            if len(fields) > 4 and fields[4] == want:
+                return fields[2].split(":")[1]
+    return None
+
+
+FUSECTL = "/sys/fs/fuse/connections"
+_mounted_fusectl = False
+
+
+def abort_fuse_connection(conn: str) -> str:
+    """Aborts a FUSE connection (what `umount -f` does), mounting fusectl at its usual place
+    first if it is not there (unmounted again at the end). Returns what was done."""
+    global _mounted_fusectl
+    if not os.path.isdir(os.path.join(FUSECTL, conn)):
+        with open("/proc/self/mounts") as f:
+            have = any(line.split(" ")[1] == FUSECTL for line in f if " " in line)
+        if not have:
+            if subprocess.run(["mount", "-t", "fusectl", "fusectl", FUSECTL], check=False).returncode != 0:
+                return f"could not mount fusectl at {FUSECTL}"
+            _mounted_fusectl = True
+    try:
+        with open(os.path.join(FUSECTL, conn, "abort"), "w") as f:
+            f.write("1")
+    except OSError as err:
+        return f"could not abort FUSE connection {conn}: {err}"
+    return f"aborted FUSE connection {conn} ({FUSECTL}/{conn}/abort)"
+
+
+def threads_state(pid: int) -> str:
+    """'PID: state wchan' for each thread that is not a zombie, e.g. 'D request_wait_answer'."""
+    out = []
+    try:
+        for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                    wchan = f.read().strip()
+            except OSError:
+                continue
+            if state != "Z":
+                out.append(f"thread {tid} {state} {wchan}")
+    except OSError:
+        return "gone"
+    return ", ".join(out) or "zombie"
 
 
 def http_get(url: str, timeout: float = 1.0) -> bytes | None:
@@ -152,8 +211,12 @@ class Proc:
         if status is None and self.proc is not None:
             say(f"WARNING: {self.name}: still running {timeout:g} s after SIGTERM; SIGKILL")
             self.proc.kill()
-            status = self.reap(10)
+            status = self.reap_killed(10)
         return status
+
+    def reap_killed(self, timeout: float) -> int | None:
+        """Waits for a SIGKILLed process; the status, or None if it still runs."""
+        return self.reap(timeout)
 
 
 class Consul(Proc):
@@ -193,6 +256,8 @@ class Node(Proc):
         super().__init__(name, os.path.join(root, name))
         self.binary, self.port, self.extra_args = binary, port, extra_args
         self.hostname = f"node-{port}"
+        self.conn: str | None = None  # FUSE connection number of the mount
+        self.stuck = ""  # set when the process did not die after SIGKILL
         self.url = f"http://127.0.0.1:{port}"
         self.mnt = os.path.join(self.dir, "mnt")
         self.config = os.path.join(self.dir, "litefs.yml")
@@ -214,6 +279,25 @@ class Node(Proc):
                 else f"still starting after {timeout:g} s"
             raise BenchError(f"{self.name}: the mount did not come up ({state}); log tail:\n"
                              + tail(self.log, 30))
+        self.conn = fuse_connection(self.mnt)
+        with open(os.path.join(self.dir, "fuse-conn"), "w") as f:
+            f.write(f"{self.conn or ''}\n")
+
+    def reap_killed(self, timeout: float) -> int | None:
+        """Waits for the process after a SIGKILL. One that does not die (a thread stuck in a
+        request to a FUSE mount whose server is gone, its own) is reported, and its mount's
+        FUSE connection aborted, which frees it."""
+        status = self.reap(timeout)
+        if status is None and self.proc is not None:
+            pid = self.proc.pid
+            self.stuck = (f"{self.name} (PID {pid}) still running {timeout:g} s after SIGKILL: "
+                          f"{threads_state(pid)}; its mount is FUSE connection {self.conn}")
+            say(f"WARNING: {self.stuck}")
+            say(f"    {abort_fuse_connection(self.conn) if self.conn else 'its FUSE connection is unknown'}")
+            status = self.reap(10)
+            say(f"    {self.name}: " + ("exited" if status is not None else "STILL running")
+                + f" after the abort ({threads_state(pid) if status is None else f'status {status}'})")
+        return status
 
     def unmount_dead(self) -> None:
         """After SIGKILL the mount stays (its FUSE server is gone): detach it."""
@@ -368,6 +452,8 @@ def main() -> int:
     ap.add_argument("--pause", type=float, default=0.005, help="pause between write attempts (default 0.005 s)")
     ap.add_argument("--settle", type=float, default=1.0,
                     help="seconds to wait after the replica caught up, before the next signal (default 1)")
+    ap.add_argument("--exit-timeout", type=float, default=10.0,
+                    help="seconds a SIGKILLed node may take to exit (default 10)")
     ap.add_argument("--start-timeout", type=float, default=30.0, help="seconds a node may take to mount (default 30)")
     ap.add_argument("--role-timeout", type=float, default=60.0,
                     help="seconds for the cluster to settle on a primary and a replica (default 60)")
@@ -446,11 +532,20 @@ def main() -> int:
                 results[kind].append(took)
                 say(f"{label}: write committed after {took:6.3f} s  ({detail})")
             # Bring the stopped node back as a replica of the survivor.
-            status = primary.reap(30)
+            if kind == "kill":
+                primary.stuck = ""
+                status = primary.reap_killed(args.exit_timeout)
+                if primary.stuck:
+                    problems.append(f"{label}: {primary.stuck}")
+            else:
+                status = primary.reap(30)
+                if status is None:
+                    problems.append(f"{label}: {primary.name} still running 30 s after SIGTERM")
+                    primary.stop()
             if status is None:
-                problems.append(f"{label}: {primary.name} still running 30 s after {name}")
-                primary.stop()
-            elif kind == "term" and status != 0:
+                raise BenchError(f"{primary.name} (PID {primary.proc.pid}) does not exit: "
+                                 f"{threads_state(primary.proc.pid)}")
+            if kind == "term" and status != 0:
                 problems.append(f"{label}: {primary.name} exited with status {status} after SIGTERM")
                 say(f"WARNING: {primary.name} exited with status {status}; log tail:\n{tail(primary.log, 20)}")
             if kind == "kill":
@@ -475,10 +570,15 @@ def main() -> int:
         for n in nodes:
             status = n.stop()
             if n.proc is None and is_mounted(n.mnt):
-                n.unmount_dead()
+                try:
+                    n.unmount_dead()
+                except BenchError as err:
+                    problems.append(str(err))
             if status not in (None, 0) and n.starts:
                 problems.append(f"{n.name}: exited with status {status} at the end")
         consul.stop()
+        if _mounted_fusectl:
+            subprocess.run(["umount", FUSECTL], check=False)
 
     print("## Results: time from the signal to the first committed write on the survivor (s)")
     if args.command:

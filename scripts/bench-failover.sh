@@ -118,7 +118,7 @@ gone() {
 # Stops a leftover: the process in $1/pid, if it still runs binary $2 (SIGTERM, SIGKILL
 # after 30 s). Returns 1 if there was one to stop.
 stop_leftover() {
-  local dir=$1 exe=$2 pid name
+  local dir=$1 exe=$2 pid name conn
   name=$(basename "$dir")
   [[ -f $dir/pid ]] || return 0
   pid=$(<"$dir/pid")
@@ -128,7 +128,14 @@ stop_leftover() {
   if ! wait_until 30 gone "$pid" "$exe"; then
     say "WARNING: $name (PID $pid) still running 30 s after SIGTERM; SIGKILL"
     kill -KILL "$pid" 2>/dev/null
-    wait_until 10 gone "$pid" "$exe"
+    wait_until 10 gone "$pid" "$exe" && return 1
+    # Stuck in a request to its own mount, whose server is gone: abort that FUSE connection.
+    conn=$(cat "$dir/fuse-conn" 2>/dev/null || true)
+    say "WARNING: $name (PID $pid) still running after SIGKILL; aborting its FUSE connection '$conn'"
+    if [[ -n $conn && -w /sys/fs/fuse/connections/$conn/abort ]]; then
+      echo 1 >"/sys/fs/fuse/connections/$conn/abort"
+      wait_until 10 gone "$pid" "$exe" || say "WARNING: $name (PID $pid) still running"
+    fi
   fi
   return 1
 }

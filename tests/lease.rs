@@ -793,3 +793,21 @@ fn consul_away_for_30s_fences_writes_keeps_reads_and_recovers() {
         assert_eq!(count(n, "db"), 2);
     }
 }
+
+#[test]
+fn a_node_stops_cleanly_and_soon_while_consul_is_away() {
+    let mut consul = Consul::start();
+    let mut nodes = [start_candidate(&consul), start_candidate(&consul)];
+    wait_one_primary(&[&nodes[0], &nodes[1]]);
+    consul.stop();
+    // Neither can release anything: each still exits 0, unmounted, soon.
+    for n in &mut nodes {
+        let started = Instant::now();
+        n.stop();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -561,17 +561,27 @@ impl Roles {
                 let me = self.clone();
                 let events = events.clone();
                 self.tracker.spawn(async move {
-                    let ev = me.look_up(wait, compete).await;
-                    let _ = events.send(ev);
+                    tokio::select! {
+                        () = me.cancel.cancelled() => {}
+                        ev = me.look_up(wait, compete) => { let _ = events.send(ev); }
+                    }
                 });
             }
             Action::Acquire | Action::AcquireExisting(_) => {
                 let me = self.clone();
                 let events = events.clone();
                 self.tracker.spawn(async move {
-                    let res = match &action {
-                        Action::AcquireExisting(id) => me.leaser.acquire_existing(id).await,
-                        _ => me.leaser.acquire().await,
+                    let acquire = async {
+                        match &action {
+                            Action::AcquireExisting(id) => me.leaser.acquire_existing(id).await,
+                            _ => me.leaser.acquire().await,
+                        }
+                    };
+                    // Dropped at shutdown: a lease taken meanwhile ends with the health check,
+                    // which the node deregisters last.
+                    let res = tokio::select! {
+                        () = me.cancel.cancelled() => return,
+                        res = acquire => res,
                     };
                     if me.cancel.is_cancelled() {
                         // The node stopped meanwhile: give back what was just taken.
@@ -598,7 +608,11 @@ impl Roles {
                 let me = self.clone();
                 let events = events.clone();
                 self.tracker.spawn(async move {
-                    let ev = match me.leaser.keep_alive(&lease).await {
+                    let kept = tokio::select! {
+                        () = me.cancel.cancelled() => return,
+                        r = me.leaser.keep_alive(&lease) => r,
+                    };
+                    let ev = match kept {
                         Ok(from) => Event::KeptAlive {
                             lease: lease.id,
                             from,
