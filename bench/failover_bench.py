@@ -7,7 +7,13 @@ other replicates it, then, run after run, stops the primary with SIGTERM or SIGK
 measures the time from the signal to the first INSERT that commits on the survivor (a new
 sqlite3 connection per attempt, through the survivor's mount). The stopped node is then
 restarted, must come back as a replica that has caught up, and the next run stops the new
-primary (the roles alternate). SIGTERM and SIGKILL runs alternate too.
+primary (the roles alternate). SIGTERM and SIGKILL runs alternate ABBA
+(term, kill, kill, term, ...), so that each node receives both signals.
+
+A node still running --exit-timeout seconds after SIGKILL is reported with the state of its
+threads, and its mount's FUSE connection is aborted (/sys/fs/fuse/connections/N/abort, as
+`umount -f` does; fusectl is mounted there first if it is not) so that it exits and the runs
+can go on; such a run counts as a problem, as does a run without a write in --write-timeout.
 
 Usually started by scripts/bench-failover.sh, which builds litefs-rs, gives this script a
 fresh work dir and a private copy of the binary, and stops any process left running:
@@ -495,7 +501,8 @@ def main() -> int:
 
     results: dict[str, list[float]] = {k: [] for k in kinds}
     problems: list[str] = []
-    schedule = [kinds[i % len(kinds)] for i in range(args.runs * len(kinds))]
+    # ABBA (term, kill, kill, term, ...): as the roles alternate, each node gets both signals.
+    schedule = [k for p in range(args.runs) for k in (kinds if p % 2 == 0 else kinds[::-1])]
     total = len(schedule)
     try:
         consul.start(30)

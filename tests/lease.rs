@@ -251,6 +251,17 @@ fn kill_9_of_the_primary_under_writes_keeps_every_replicated_write() {
     wait_caught_up(&nodes[q], &[&nodes[p]], "db");
     assert!(!is_primary(&nodes[p]));
     nodes[p].check_consistent("db");
+    // The new primary was a replica that applied transactions: it dies at once on SIGKILL too
+    // (the harness fails if it does not), and the two others elect one of them.
+    nodes[q].kill9();
+    let rest = [&nodes[p], &nodes[other]];
+    let r = wait_one_primary(&rest);
+    write_eventually(
+        rest[r],
+        "db",
+        "INSERT INTO t (id, v) VALUES (1000001, x'00');",
+    );
+    wait_caught_up(rest[r], &[rest[1 - r]], "db");
 }
 
 #[test]

@@ -137,6 +137,36 @@ pub fn is_mounted(dir: &Path) -> bool {
         .any(|l| l.split(' ').nth(1) == Some(want.as_str()))
 }
 
+/// Aborts the FUSE connection of the mount at `dir` (through fusectl, mounted at
+/// /sys/fs/fuse/connections if it is not yet): every request waiting on it fails at once.
+pub fn abort_fuse_connection(dir: &Path) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let want = dir.to_str().unwrap_or_default().replace(' ', "\\040");
+    // Fields: id, parent, major:minor, root, mount point, ...
+    let Some(minor) = info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&want.as_str()))
+            .then(|| {
+                f.get(2)
+                    .and_then(|d| d.split_once(':'))
+                    .map(|(_, m)| m.to_owned())
+            })
+            .flatten()
+    }) else {
+        return;
+    };
+    let conns = Path::new("/sys/fs/fuse/connections");
+    if !conns.join(&minor).exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(conns)
+            .status();
+    }
+    let _ = fs::write(conns.join(minor).join("abort"), "1");
+}
+
 /// Lazily unmounts `dir` with `fusermount3 -u -z` if it is still mounted.
 pub fn force_unmount(dir: &Path) {
     if is_mounted(dir) {
@@ -532,7 +562,11 @@ impl MountedNode {
     pub fn kill9_leaving_mount(&mut self) {
         let mut child = self.child.take().expect("node is running");
         signal(child.id(), libc::SIGKILL);
-        child.wait().expect("reap killed litefs-rs");
+        assert!(
+            wait_deadline(&mut child, MOUNT_DEADLINE).is_some(),
+            "litefs-rs did not die within {MOUNT_DEADLINE:?} of SIGKILL\n--- log ---\n{}",
+            self.log()
+        );
         assert!(
             is_mounted(&self.mnt()),
             "a killed node's mount should still be listed"
@@ -542,7 +576,17 @@ impl MountedNode {
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("node is running");
         signal(child.id(), libc::SIGKILL);
-        child.wait().expect("reap killed litefs-rs");
+        if wait_deadline(&mut child, MOUNT_DEADLINE).is_none() {
+            // Stuck in the kernel (e.g. closing a file of its own dead mount): free it by
+            // aborting its FUSE connection, then fail.
+            abort_fuse_connection(&self.mnt());
+            let _ = wait_deadline(&mut child, MOUNT_DEADLINE);
+            force_unmount(&self.mnt());
+            panic!(
+                "litefs-rs did not die within {MOUNT_DEADLINE:?} of SIGKILL\n--- log ---\n{}",
+                self.log()
+            );
+        }
         force_unmount(&self.mnt());
         assert!(!is_mounted(&self.mnt()), "dead mount still mounted");
     }

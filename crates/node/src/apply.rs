@@ -59,18 +59,12 @@ pub struct MountApplier {
     invalidator: Invalidator,
     /// Whether some applied files are not durable yet (the sync loop makes them so).
     unsynced: Arc<AtomicBool>,
-    /// Files of the mount kept open to take locks on (opening one is a round trip through
-    /// the mount): by database, the database file or its WAL index.
-    open: Arc<std::sync::Mutex<OpenFiles>>,
 }
 
 /// How often applied files are made durable (one `syncfs`) while transactions keep coming.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Files of the mount kept open, by database name and whether it is the WAL index.
-type OpenFiles = std::collections::HashMap<(String, bool), Arc<File>>;
-
-/// OFD locks held on a file of the mount (kept open between applies); released when dropped.
+/// OFD locks held on a file of the mount; released when dropped.
 struct Locked {
     file: Arc<File>,
 }
@@ -156,7 +150,6 @@ impl MountApplier {
             mnt,
             invalidator,
             unsynced: Arc::default(),
-            open: Arc::default(),
         }
     }
 
@@ -217,13 +210,11 @@ impl MountApplier {
         }
     }
 
-    /// The database file (or WAL index, `shm`) of `name` in the mount, opened once and kept.
-    fn open_file(&self, name: &str, shm: bool, path: &Path) -> Result<Arc<File>, ApplyError> {
-        let key = (name.to_owned(), shm);
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = open.get(&key) {
-            return Ok(f.clone());
-        }
+    /// The database file (or WAL index, `shm`) of `name` in the mount, opened for one batch.
+    /// Never kept open between batches: a process killed while it holds a file of its own
+    /// mount open cannot exit (closing it waits for a FUSE answer from the dead process's own
+    /// threads), and would keep its port and mount.
+    fn open_file(&self, _name: &str, shm: bool, path: &Path) -> Result<Arc<File>, ApplyError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -231,17 +222,7 @@ impl MountApplier {
             .truncate(false)
             .open(path)
             .map_err(Self::mount_err("open", path))?;
-        let file = Arc::new(file);
-        open.insert(key, file.clone());
-        Ok(file)
-    }
-
-    /// Closes the files kept open for database `name` (it appeared, went away, or failed).
-    fn forget_open(&self, name: &str) {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(n, _), _| n != name);
+        Ok(Arc::new(file))
     }
 
     /// Applies the LTX file at `path` (on the data directory's filesystem) to database `name`,
@@ -276,12 +257,10 @@ impl MountApplier {
             match self.exclude_readers(name, mode) {
                 Ok((l, s)) => (Some(l), s),
                 Err(e) => {
-                    self.forget_open(name);
                     return (done, Some(e));
                 }
             }
         } else {
-            self.forget_open(name);
             (None, None)
         };
         let mut failure = None;
@@ -322,7 +301,6 @@ impl MountApplier {
             }
             if !db.is_present() {
                 drop(locked.take());
-                self.forget_open(name);
             }
             if let (Some(shm), true) = (shm.as_ref(), last.commit > 0) {
                 if let Err(e) = self.write_wal_index(name, shm, last) {
