@@ -104,7 +104,7 @@ $primary won the election: it is the primary. In another terminal, try:
 Watch a failover: kill the primary and see .primary move to another node.
 
   kill -9 \$(cat .litefs/$primary/pid)              # a crash: a new primary in about 4 s
-  cat .litefs/${others[0]}/mnt/.primary .litefs/${others[1]}/mnt/.primary  # empty on the new primary
+  cat .litefs/${others[0]}/mnt/.primary .litefs/${others[1]}/mnt/.primary  # absent on the new primary
   curl -s http://127.0.0.1:20202/info; echo          # "isPrimary" on each node
   curl -s $LITEFS_CONSUL_URL/v1/kv/litefs-rs/local-cluster?raw; echo   # the lease key
   (kill -TERM instead hands the lease over at once.)

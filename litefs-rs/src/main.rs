@@ -274,7 +274,13 @@ fn read_config(
 
 /// Logs to stderr; `RUST_LOG` overrides the level.
 fn init_logging(debug: bool) {
-    let default = if debug { "debug" } else { "info" };
+    // The Consul client logs every request, and a 404 (an absent key, which the lease reads
+    // routinely) as an error; the lease reports what matters itself.
+    let default = if debug {
+        "debug,consulrs=warn,rustify=off"
+    } else {
+        "info,consulrs=warn,rustify=off"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
