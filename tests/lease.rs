@@ -775,7 +775,8 @@ fn consul_away_for_30s_fences_writes_keeps_reads_and_recovers() {
     consul.stop();
     let away = Instant::now();
     // The primary stops taking writes within its lease's hold (2.5 s), long before Consul
-    // could give the key to anyone; the replica serves reads all along.
+    // could give the key to anyone; the replica serves reads all along. (The write probe is one
+    // transaction that leaves the table as it was.)
     let mut fenced_after = None;
     while away.elapsed() < Duration::from_secs(30) {
         assert!(primaries(&all).len() <= 1);
@@ -785,7 +786,7 @@ fn consul_away_for_30s_fences_writes_keeps_reads_and_recovers() {
                 .run(
                     &primary.db_path("db"),
                     None,
-                    "INSERT INTO t VALUES (9); DELETE FROM t WHERE x = 9;",
+                    "BEGIN; INSERT INTO t VALUES (9); DELETE FROM t WHERE x = 9; COMMIT;",
                 )
                 .is_err_and(|e| e.contains("readonly"))
         {
