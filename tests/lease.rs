@@ -576,11 +576,11 @@ fn a_non_candidate_never_becomes_primary() {
     assert!(consul.kv("litefs/primary").is_none_or(|v| v.is_empty()));
 }
 
-#[test]
-fn a_stale_node_does_not_take_over_while_a_fresher_one_comes_back() {
-    let consul = Consul::start();
-    let mut a = start_candidate(&consul);
-    let mut b = start_candidate(&consul);
+/// `a` is the primary and `b` its replica; `b` goes away, `a` commits `more` transactions and
+/// publishes them as what the cluster has. Returns `a` (running) and `b` (stopped, behind).
+fn b_falls_behind(consul: &Consul, more: u64) -> (MountedNode, MountedNode) {
+    let a = start_candidate(consul);
+    let mut b = start_candidate(consul);
     assert_eq!(wait_one_primary(&[&a, &b]), 0);
     sql(
         &a,
@@ -589,10 +589,14 @@ fn a_stale_node_does_not_take_over_while_a_fresher_one_comes_back() {
         "CREATE TABLE t (x); INSERT INTO t VALUES (1);",
     );
     wait_caught_up(&a, &[&b], "db");
-    // b goes away; a commits more, and publishes it as what the cluster has.
     b.stop();
-    for i in 2..=10 {
-        sql(&a, "db", None, &format!("INSERT INTO t VALUES ({i});"));
+    for i in 0..more {
+        sql(
+            &a,
+            "db",
+            None,
+            &format!("INSERT INTO t VALUES ({});", i + 2),
+        );
     }
     let txid = a.txid("db");
     let until = Instant::now() + ELECTION;
@@ -600,7 +604,7 @@ fn a_stale_node_does_not_take_over_while_a_fresher_one_comes_back() {
         let published = consul.kv("litefs/primary/position").unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&published).unwrap_or_default();
         if v["dbs"]["db"]["txid"].as_u64() == Some(txid) {
-            break;
+            return (a, b);
         }
         assert!(
             Instant::now() < until,
@@ -608,6 +612,19 @@ fn a_stale_node_does_not_take_over_while_a_fresher_one_comes_back() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Like [`b_falls_behind`] with one more transaction, after which `a` goes away for good.
+fn stale_survivor(consul: &Consul) -> MountedNode {
+    let (a, b) = b_falls_behind(consul, 1);
+    drop(a);
+    b
+}
+
+#[test]
+fn a_stale_node_does_not_take_over_while_a_fresher_one_comes_back() {
+    let consul = Consul::start();
+    let (mut a, mut b) = b_falls_behind(&consul, 9);
     a.stop();
     // b comes back alone (an autostarted old machine): it must not take over, since a node
     // with newer data may come back.
@@ -629,34 +646,6 @@ fn a_stale_node_does_not_take_over_while_a_fresher_one_comes_back() {
     wait_caught_up(&a, &[&b], "db");
     assert_eq!(count(&b, "db"), 10);
     assert_eq!(count(&a, "db"), 10);
-}
-
-/// A cluster where `b` fell behind: `a` committed more while `b` was down and published it,
-/// then `a` went away for good. Returns `b`, stopped.
-fn stale_survivor(consul: &Consul) -> MountedNode {
-    let a = start_candidate(consul);
-    let mut b = start_candidate(consul);
-    assert_eq!(wait_one_primary(&[&a, &b]), 0);
-    sql(
-        &a,
-        "db",
-        None,
-        "CREATE TABLE t (x); INSERT INTO t VALUES (1);",
-    );
-    wait_caught_up(&a, &[&b], "db");
-    b.stop();
-    sql(&a, "db", None, "INSERT INTO t VALUES (2);");
-    let txid = a.txid("db");
-    let until = Instant::now() + ELECTION;
-    while !consul
-        .kv("litefs/primary/position")
-        .is_some_and(|p| p.contains(&format!("\"db\":{{\"txid\":{txid},")))
-    {
-        assert!(Instant::now() < until, "position not published");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    drop(a);
-    b
 }
 
 fn wait_primary(node: &MountedNode) {
