@@ -3,6 +3,7 @@
 //! usage or an invalid configuration.
 
 mod args;
+mod exec;
 mod ltx_cmd;
 mod mount_cmd;
 mod transfer_cmd;
@@ -51,6 +52,10 @@ enum Command {
         /// Log at debug level.
         #[arg(long = "debug")]
         debug: bool,
+        /// The application to run once the node is ready (instead of the configuration's
+        /// exec), after `--`.
+        #[arg(last = true)]
+        exec: Vec<String>,
     },
     /// With the node stopped, record databases whose files were changed while it was down as
     /// they are, as new transactions (instead of having them repaired from, or refused for not
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
             skip_unmount,
             fuse_debug,
             debug,
+            exec,
         } => {
             let config = match load_config(config, no_expand_env) {
                 Ok((_, config)) => config,
@@ -158,6 +164,7 @@ fn main() -> ExitCode {
             let flags = mount_cmd::Flags {
                 skip_unmount,
                 fuse_debug,
+                exec,
             };
             match mount_cmd::run(config, flags) {
                 Ok(0) => ExitCode::SUCCESS,

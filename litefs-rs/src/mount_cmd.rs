@@ -11,12 +11,14 @@ use litefs_store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Flags of `mount` beyond the configuration file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Flags {
     /// Do not unmount a stale mount at `fuse.dir` first.
     pub skip_unmount: bool,
     /// Log every FUSE operation.
     pub fuse_debug: bool,
+    /// `-- CMD ARGS`: the application to run, instead of the configuration's `exec`.
+    pub exec: Vec<String>,
 }
 
 /// Relative directories in the configuration are relative to the working directory, as in
@@ -117,16 +119,42 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         demote_delay: config.lease.demote_delay.as_std(),
         stale_timeout: Some(config.lease.stale_timeout.as_std()).filter(|d| !d.is_zero()),
     };
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
+    let mut commands = Vec::new();
+    if !flags.exec.is_empty() {
+        commands.push(crate::exec::Exec {
+            args: flags.exec.clone(),
+            if_candidate: false,
+        });
+    } else {
+        for c in &config.exec {
+            let args = c
+                .args()
+                .with_context(|| format!("exec command {:?}", c.cmd))?;
+            if !args.is_empty() {
+                commands.push(crate::exec::Exec {
+                    args,
+                    if_candidate: c.if_candidate,
+                });
+            }
+        }
+    }
+    let candidate = config.lease.candidate;
+    let skip_sync = config.skip_sync;
+    let (signal_tx, mut signal_rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || match wait_for_signal(&signals) {
-            Ok(signal) => {
-                tracing::info!(signal, "shutting down");
-                on_signal.cancel();
+        .spawn(move || loop {
+            match wait_for_signal(&signals) {
+                Ok(sig) => {
+                    if signal_tx.send(sig).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    return;
+                }
             }
-            Err(e) => tracing::error!("{e:#}"),
         })
         .context("start the signal thread")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -135,8 +163,66 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         .thread_name("litefs-rs")
         .build()
         .context("start the async runtime")?;
-    runtime.block_on(litefs_node::run(opts, shutdown, None))?;
-    Ok(0)
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let mut node = tokio::spawn(litefs_node::run(opts, shutdown.clone(), Some(started_tx)));
+        let status = tokio::select! {
+            s = started_rx => s.ok(),
+            r = &mut node => {
+                r.context("the node task failed")??;
+                return Ok(0);
+            }
+        };
+        let code = match status {
+            None => 0,
+            Some(status) if !commands.is_empty() => {
+                let supervised = crate::exec::supervise(
+                    commands,
+                    candidate,
+                    skip_sync,
+                    status.ready,
+                    &mut signal_rx,
+                );
+                tokio::select! {
+                    outcome = supervised => match outcome {
+                        crate::exec::Outcome::Signal(sig) => {
+                            tracing::info!(signal = signal_name(sig), "shutting down");
+                            0
+                        }
+                        crate::exec::Outcome::Exited(code) => code,
+                    },
+                    r = &mut node => {
+                        r.context("the node task failed")??;
+                        return Ok(0);
+                    }
+                }
+            }
+            Some(_) => {
+                tokio::select! {
+                    Some(sig) = signal_rx.recv() => {
+                        tracing::info!(signal = signal_name(sig), "shutting down");
+                    }
+                    r = &mut node => {
+                        r.context("the node task failed")??;
+                        return Ok(0);
+                    }
+                }
+                0
+            }
+        };
+        shutdown.cancel();
+        node.await.context("the node task failed")??;
+        Ok(code)
+    })
+}
+
+fn signal_name(sig: libc::c_int) -> &'static str {
+    if sig == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    }
 }
 
 /// `litefs-rs adopt`: with the node stopped, records the named databases' files as they are as
@@ -245,7 +331,7 @@ fn block_shutdown_signals() -> Result<SignalSet> {
     }
 }
 
-fn wait_for_signal(set: &SignalSet) -> Result<&'static str> {
+fn wait_for_signal(set: &SignalSet) -> Result<libc::c_int> {
     let mut sig: libc::c_int = 0;
     // SAFETY: `set` was initialised by block_shutdown_signals and `sig` is a valid out pointer.
     #[allow(unsafe_code)]
@@ -256,9 +342,5 @@ fn wait_for_signal(set: &SignalSet) -> Result<&'static str> {
             std::io::Error::from_raw_os_error(rc)
         );
     }
-    Ok(if sig == libc::SIGINT {
-        "SIGINT"
-    } else {
-        "SIGTERM"
-    })
+    Ok(sig)
 }

@@ -1,0 +1,219 @@
+//! `exec` in `litefs-rs mount`: the application's commands run once the node is ready, in
+//! order, `if-candidate` ones only on candidates; the last is supervised (signals forwarded, its
+//! exit code is litefs-rs's). Real mounts, real `sh` and `sqlite3` processes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::mount::{force_unmount, free_port, is_mounted, require_root, wait_deadline};
+
+/// How long a node with a short-lived app may take to run it and exit.
+const EXIT: Duration = Duration::from_secs(20);
+
+/// A node's directory: its config, mount, data, log, and the scripts it runs.
+struct Node {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Writes `litefs.yml` (static lease: the primary, or a replica of a primary that is
+    /// nowhere) with `extra` appended, and the given scripts (name, body) into the directory;
+    /// `$DIR` and `$MNT` in `extra` and the scripts become the directory and the mount.
+    fn new(candidate: bool, extra: &str, scripts: &[(&str, &str)]) -> Node {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("litefs-exec-")
+            .tempdir()
+            .unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("mnt")).unwrap();
+        let nobody = free_port();
+        let paths = |text: &str| {
+            text.replace("$MNT", &root.join("mnt").display().to_string())
+                .replace("$DIR", &root.display().to_string())
+        };
+        let extra = paths(extra);
+        let yaml = format!(
+            "fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\nhttp:\n  addr: 127.0.0.1:{port}\n\
+             lease:\n  type: static\n  candidate: {candidate}\n  hostname: primary\n  \
+             advertise-url: http://127.0.0.1:{nobody}\n  reconnect-delay: 100ms\n{extra}",
+            mnt = root.join("mnt").display(),
+            data = root.join("data").display(),
+            port = free_port(),
+        );
+        fs::write(root.join("litefs.yml"), yaml).unwrap();
+        for (name, body) in scripts {
+            fs::write(root.join(name), paths(body)).unwrap();
+        }
+        Node { dir, child: None }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start(&mut self, extra_args: &[&str]) {
+        let log = fs::File::create(self.path("litefs.log")).unwrap();
+        let child = Command::new(support::bin())
+            .args(["mount", "-config"])
+            .arg(self.path("litefs.yml"))
+            .args(extra_args)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.path("litefs.log")).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; its exit code. The mount must be gone.
+    fn wait_exit(&mut self) -> i32 {
+        let mut child = self.child.take().unwrap();
+        let status = wait_deadline(&mut child, EXIT);
+        let Some(status) = status else {
+            self.child = Some(child);
+            panic!("litefs-rs still runs after {EXIT:?}\n{}", self.log());
+        };
+        assert!(
+            !is_mounted(&self.path("mnt")),
+            "still mounted after exit\n{}",
+            self.log()
+        );
+        status.code().unwrap_or(-1)
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.as_ref().unwrap().id()).unwrap();
+        // SAFETY: kill has no memory-safety preconditions; the child is not reaped yet.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        force_unmount(&self.path("mnt"));
+        if std::thread::panicking() {
+            eprintln!("--- litefs-rs log ---\n{}", self.log());
+        }
+    }
+}
+
+fn wait_file(path: &Path, node: &Node) {
+    let until = Instant::now() + EXIT;
+    while !path.exists() {
+        assert!(
+            Instant::now() < until,
+            "no {}\n{}",
+            path.display(),
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn migrations_run_before_the_app_whose_exit_code_litefs_rs_returns() {
+    let mut node = Node::new(
+        true,
+        "exec:\n  - cmd: \"sh $DIR/migrate.sh\"\n  - cmd: \"sh $DIR/app.sh\"\n",
+        &[
+            ("migrate.sh", "sqlite3 $MNT/db 'CREATE TABLE t (x)'\n"),
+            (
+                "app.sh",
+                "sqlite3 $MNT/db 'INSERT INTO t VALUES (1)' && \
+                 sqlite3 $MNT/db 'SELECT count(*) FROM t' > $DIR/out\nexit 7\n",
+            ),
+        ],
+    );
+    node.start(&[]);
+    assert_eq!(node.wait_exit(), 7, "{}", node.log());
+    assert_eq!(fs::read_to_string(node.path("out")).unwrap().trim(), "1");
+}
+
+#[test]
+fn a_failed_migration_stops_the_node_without_running_the_app() {
+    let mut node = Node::new(
+        true,
+        "exec:\n  - cmd: \"sh -c 'exit 4'\"\n  - cmd: \"touch $DIR/app-ran\"\n",
+        &[],
+    );
+    node.start(&[]);
+    assert_eq!(node.wait_exit(), 4, "{}", node.log());
+    assert!(!node.path("app-ran").exists());
+}
+
+#[test]
+fn if_candidate_commands_are_skipped_on_a_replica_and_skip_sync_does_not_wait() {
+    let mut node = Node::new(
+        false,
+        "skip-sync: true\nexec:\n  - cmd: \"touch $DIR/ran\"\n    if-candidate: true\n  \
+         - cmd: \"sh -c 'exit 3'\"\n",
+        &[],
+    );
+    // A replica whose primary is nowhere: never ready, but skip-sync runs the commands anyway.
+    node.start(&[]);
+    assert_eq!(node.wait_exit(), 3, "{}", node.log());
+    assert!(
+        !node.path("ran").exists(),
+        "an if-candidate command ran on a replica"
+    );
+}
+
+#[test]
+fn exec_waits_until_the_node_is_ready() {
+    let mut node = Node::new(false, "exec: \"touch $DIR/ran\"\n", &[]);
+    node.start(&[]);
+    // A replica whose primary is nowhere never catches up: the app never starts.
+    wait_file(&node.path("mnt/.lag"), &node);
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(
+            !node.path("ran").exists(),
+            "exec ran before the node was ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.signal(libc::SIGTERM);
+    assert_eq!(node.wait_exit(), 0, "{}", node.log());
+    assert!(!node.path("ran").exists());
+}
+
+#[test]
+fn signals_are_forwarded_to_the_app_and_its_code_returned() {
+    let mut node = Node::new(
+        true,
+        "",
+        &[(
+            "app.sh",
+            "trap 'touch $DIR/got-term; exit 42' TERM\ntouch $DIR/started\n\
+             while :; do sleep 0.05; done\n",
+        )],
+    );
+    // `-- CMD ARGS` replaces the configuration's exec.
+    let app = node.path("app.sh").display().to_string();
+    node.start(&["--", "sh", &app]);
+    wait_file(&node.path("started"), &node);
+    node.signal(libc::SIGTERM);
+    assert_eq!(node.wait_exit(), 42, "{}", node.log());
+    assert!(node.path("got-term").exists());
+}
