@@ -47,6 +47,33 @@ fn http_port(addr: &str) -> Result<u16> {
         .with_context(|| format!("http.addr {addr:?} has no port"))
 }
 
+/// The proxy's settings, when `proxy.target` is set (then `proxy.addr` and `proxy.db` are
+/// required, as in LiteFS).
+fn proxy_options(config: &Config) -> Result<Option<(String, litefs_proxy::ProxyOptions)>> {
+    let p = &config.proxy;
+    if p.target.is_empty() {
+        return Ok(None);
+    }
+    if p.addr.is_empty() {
+        bail!("proxy.addr is required when proxy.target is set");
+    }
+    if p.db.is_empty() {
+        bail!("proxy.db is required when proxy.target is set (the database whose transaction id the proxy tracks)");
+    }
+    Ok(Some((
+        p.addr.clone(),
+        litefs_proxy::ProxyOptions {
+            target: p.target.clone(),
+            db: p.db.clone(),
+            max_lag: p.max_lag.as_std(),
+            passthrough: p.passthrough.clone(),
+            always_forward: p.always_forward.clone(),
+            primary_redirect_timeout: p.primary_redirect_timeout.as_std(),
+            debug: p.debug,
+        },
+    )))
+}
+
 /// Runs the node until a shutdown signal. Returns the process exit code.
 pub fn run(config: Config, flags: Flags) -> Result<i32> {
     let lease_type = config.lease_type()?;
@@ -118,6 +145,8 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         reconnect_delay: config.lease.reconnect_delay.as_std(),
         demote_delay: config.lease.demote_delay.as_std(),
         stale_timeout: Some(config.lease.stale_timeout.as_std()).filter(|d| !d.is_zero()),
+        proxy: proxy_options(&config)?,
+        skip_sync: config.skip_sync,
     };
     let mut commands = Vec::new();
     if !flags.exec.is_empty() {

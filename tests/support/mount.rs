@@ -52,6 +52,11 @@ pub struct NodeOptions {
     pub promote: bool,
     /// `lease.stale-timeout` (Consul lease), e.g. `"30s"`.
     pub stale_timeout: Option<&'static str>,
+    /// The proxy: its port and the application's (`proxy.db: db`, `max-lag: 1s`,
+    /// `primary-redirect-timeout: 1s`).
+    pub proxy: Option<(u16, u16)>,
+    /// `skip-sync`.
+    pub skip_sync: bool,
 }
 
 /// A node's role with the static lease.
@@ -90,6 +95,8 @@ impl Default for NodeOptions {
             databases: &[],
             promote: false,
             stale_timeout: None,
+            proxy: None,
+            skip_sync: false,
         }
     }
 }
@@ -262,6 +269,18 @@ impl MountedNode {
             strict = self.opts.strict_verify,
             port = self.port,
         );
+        let mut yaml = yaml;
+        if let Some((proxy, app)) = self.opts.proxy {
+            writeln!(
+                yaml,
+                "proxy:\n  addr: 127.0.0.1:{proxy}\n  target: 127.0.0.1:{app}\n  db: db\n  \
+                 max-lag: 1s\n  primary-redirect-timeout: 1s"
+            )
+            .unwrap();
+        }
+        if self.opts.skip_sync {
+            yaml.push_str("skip-sync: true\n");
+        }
         fs::write(self.config_path(), yaml).unwrap();
     }
 

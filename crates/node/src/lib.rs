@@ -90,6 +90,10 @@ pub struct NodeOptions {
     pub demote_delay: Duration,
     /// `lease.stale-timeout`: how long a candidate behind the cluster waits for a fresher node.
     pub stale_timeout: Option<Duration>,
+    /// The HTTP proxy in front of the application (`proxy.addr` and the rest), if enabled.
+    pub proxy: Option<(String, litefs_proxy::ProxyOptions)>,
+    /// `skip-sync`: start the proxy without waiting for the node to be ready.
+    pub skip_sync: bool,
 }
 
 /// Why a node could not start or stopped with an error.
@@ -295,6 +299,35 @@ pub async fn run(
     };
     tracing::info!(addr = %listener.local_addr().map_or(addr.clone(), |a| a.to_string()), "internal API listening");
     let (handoff_tx, handoff_rx) = mpsc::channel(4);
+    if let Some((addr, proxy_opts)) = opts.proxy.clone() {
+        let store = store.clone();
+        let primary = primary_rx.clone();
+        let mut ready = ready_rx.clone();
+        let cancel = cancel.clone();
+        let proxy_tracker = tracker.clone();
+        let skip_sync = opts.skip_sync;
+        tracker.spawn(async move {
+            // Only once the node is ready (the primary, or caught up with it).
+            if !skip_sync {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    r = async { ready.wait_for(|r| *r).await.is_ok() } => if !r { return; },
+                }
+            }
+            if let Err(e) = litefs_proxy::serve(
+                &addr,
+                store,
+                primary,
+                proxy_opts,
+                cancel.clone(),
+                proxy_tracker,
+            )
+            .await
+            {
+                tracing::error!("proxy: {}", litefs_store::error_chain(&e));
+            }
+        });
+    }
     let api = Arc::new(api::Api {
         store: store.clone(),
         primary: primary_rx,

@@ -1,0 +1,368 @@
+//! The HTTP proxy in front of the application (LiteFS's `proxy` section).
+//!
+//! - `GET /litefs/health`: 200 `OK`, or 503 when replication lags more than `max-lag`.
+//! - A path matching a `passthrough` pattern goes straight to the application.
+//! - `GET` and `HEAD` are reads, and so is a CORS preflight (`OPTIONS` with
+//!   `Access-Control-Request-Method`, which LiteFS treats as a write); a path matching an
+//!   `always-forward` pattern is a write whatever its method; every other request is a write.
+//! - A read with the `__txid` cookie waits until the tracked database has reached that
+//!   transaction (up to 5 s, then 504), so a client always reads its own writes.
+//! - A write on the primary goes to the application, and the response sets `__txid` to the
+//!   database's transaction id after it. On a replica it is answered with
+//!   `fly-replay: instance=<primary's hostname>`, which Fly.io's edge replays on the primary.
+//!   With no known primary it waits up to `primary-redirect-timeout`, then answers 503.
+//!
+//! Bodies are streamed both ways, frame by frame (no size limit, server-sent events flushed as
+//! they come). `X-Forwarded-For` and `X-Forwarded-Proto` are set. The application being down
+//! gives 502 with the reason.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, COOKIE, HOST, SET_COOKIE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use litefs_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The cookie carrying the client's last write's transaction id (16 hex digits).
+pub const TXID_COOKIE: &str = "__txid";
+/// How long the cookie lives.
+const COOKIE_MAX_AGE: Duration = Duration::from_secs(300);
+/// How long a read waits for the local database to reach the client's transaction.
+pub const TXID_WAIT: Duration = Duration::from_secs(5);
+/// How long connecting to the application may take (it may still be starting).
+const TARGET_CONNECT: Duration = Duration::from_secs(30);
+
+/// The proxy's settings (`proxy.*`).
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    /// `proxy.target`: the application's `host:port`.
+    pub target: String,
+    /// `proxy.db`: the database whose transaction id is tracked per client.
+    pub db: String,
+    /// `proxy.max-lag` (zero: no check).
+    pub max_lag: Duration,
+    /// `proxy.passthrough` patterns.
+    pub passthrough: Vec<String>,
+    /// `proxy.always-forward` patterns.
+    pub always_forward: Vec<String>,
+    /// `proxy.primary-redirect-timeout`.
+    pub primary_redirect_timeout: Duration,
+    /// `proxy.debug`: log every request.
+    pub debug: bool,
+}
+
+/// Why the proxy could not start.
+#[derive(thiserror::Error, Debug)]
+pub enum ProxyError {
+    /// The address could not be bound.
+    #[error("listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// `*` matches any run of characters; everything else matches itself; the whole path must
+/// match.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == path;
+    }
+    let (first, rest) = (parts[0], &parts[1..]);
+    let Some(mut tail) = path.strip_prefix(first) else {
+        return false;
+    };
+    let (last, middle) = rest.split_last().map_or(("", &[][..]), |(l, m)| (*l, m));
+    for part in middle {
+        match tail.find(part) {
+            Some(i) => tail = &tail[i + part.len()..],
+            None => return false,
+        }
+    }
+    tail.len() >= last.len() && tail.ends_with(last)
+}
+
+/// The `__txid` cookie's value, if the request carries a valid one.
+fn txid_cookie(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == TXID_COOKIE)
+        .and_then(|(_, v)| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(format!("{msg}\n")))
+            .map_err(|e: Infallible| match e {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp
+}
+
+/// What the proxy serves from.
+#[derive(Debug)]
+struct Proxy {
+    store: Arc<Store>,
+    primary: watch::Receiver<bool>,
+    opts: ProxyOptions,
+}
+
+impl Proxy {
+    fn is_write(&self, req: &Request<Incoming>) -> bool {
+        let path = req.uri().path();
+        if self.opts.always_forward.iter().any(|p| glob_match(p, path)) {
+            return true;
+        }
+        match *req.method() {
+            Method::GET | Method::HEAD => false,
+            // A CORS preflight only asks what is allowed.
+            Method::OPTIONS => !req.headers().contains_key("access-control-request-method"),
+            _ => true,
+        }
+    }
+
+    fn txid(&self) -> Option<u64> {
+        let db = self.store.db(&self.opts.db)?;
+        db.is_present().then(|| db.pos().txid.get())
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let path = req.uri().path().to_owned();
+        if self.opts.debug {
+            tracing::info!(method = %req.method(), %path, %peer, "proxy request");
+        }
+        if self.opts.passthrough.iter().any(|p| glob_match(p, &path)) {
+            return self.forward(req, peer, false).await;
+        }
+        if req.method() == Method::GET && path == "/litefs/health" {
+            let lag = self.store.status().lag_ms();
+            let max = self.opts.max_lag;
+            if !max.is_zero() && lag.is_none_or(|l| l as u128 > max.as_millis()) {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "Replication lag exceeded");
+            }
+            return text(StatusCode::OK, "OK");
+        }
+        if !self.is_write(&req) {
+            if let Some(want) = txid_cookie(&req).filter(|t| *t > 0) {
+                if self.txid().is_some() && !self.wait_txid(want).await {
+                    return text(StatusCode::GATEWAY_TIMEOUT, "Proxy timeout");
+                }
+            }
+            return self.forward(req, peer, false).await;
+        }
+        // A write: the primary takes it; a replica sends it there.
+        let deadline = tokio::time::Instant::now() + self.opts.primary_redirect_timeout;
+        loop {
+            if *self.primary.borrow() {
+                return self.forward(req, peer, true).await;
+            }
+            if let Some(host) = self.store.status().primary() {
+                let mut resp = text(StatusCode::OK, "");
+                *resp.body_mut() = Full::new(Bytes::new())
+                    .map_err(|e: Infallible| match e {})
+                    .boxed();
+                if let Ok(v) = HeaderValue::from_str(&format!("instance={host}")) {
+                    resp.headers_mut().insert("fly-replay", v);
+                }
+                return resp;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Proxy error: no primary available",
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until the tracked database reaches `want`; false after [`TXID_WAIT`].
+    async fn wait_txid(&self, want: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + TXID_WAIT;
+        loop {
+            if self.txid().is_some_and(|t| t >= want) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Sends the request to the application and streams its response back; after a write,
+    /// sets the `__txid` cookie.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        write: bool,
+    ) -> Response<ProxyBody> {
+        let headers = req.headers_mut();
+        let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {}", peer.ip()),
+            None => peer.ip().to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded) {
+            headers.insert("x-forwarded-for", v);
+        }
+        if !headers.contains_key("x-forwarded-proto") {
+            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        }
+        if !headers.contains_key(HOST) {
+            if let Ok(v) = HeaderValue::from_str(&self.opts.target) {
+                headers.insert(HOST, v);
+            }
+        }
+        let mut resp = match self.send(req).await {
+            Ok(resp) => resp.map(|b| b.boxed()),
+            Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
+        };
+        if write {
+            if let Some(txid) = self.txid() {
+                let cookie = format!(
+                    "{TXID_COOKIE}={txid:016x}; Path=/; Max-Age={}; HttpOnly",
+                    COOKIE_MAX_AGE.as_secs()
+                );
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    resp.headers_mut().append(SET_COOKIE, v);
+                }
+            }
+        }
+        resp
+    }
+
+    async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, String> {
+        let target = self.opts.target.clone();
+        let deadline = tokio::time::Instant::now() + TARGET_CONNECT;
+        // The application may still be starting: retry a refused connection.
+        let tcp = loop {
+            match tokio::net::TcpStream::connect(&target).await {
+                Ok(t) => break t,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(format!("connect to {target}: {e}")),
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection to the application ended: {e}");
+            }
+        });
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{target}: {e}"))
+    }
+}
+
+/// Binds `addr` (`:8080` means every interface) and serves until `cancel` fires.
+pub async fn serve(
+    addr: &str,
+    store: Arc<Store>,
+    primary: watch::Receiver<bool>,
+    opts: ProxyOptions,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> Result<(), ProxyError> {
+    let bind = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_owned(),
+    };
+    let listener = TcpListener::bind(&bind)
+        .await
+        .map_err(|source| ProxyError::Listen {
+            addr: bind.clone(),
+            source,
+        })?;
+    tracing::info!(addr = %bind, target = %opts.target, "proxy listening");
+    let proxy = Arc::new(Proxy {
+        store,
+        primary,
+        opts,
+    });
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("proxy accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let proxy = proxy.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                res = conn => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, "proxy connection ended: {e}");
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_paths_with_stars() {
+        assert!(glob_match("/static/*", "/static/app.js"));
+        assert!(glob_match("*.png", "/img/a.png"));
+        assert!(glob_match("/a/*/c", "/a/b/c"));
+        assert!(glob_match("/exact", "/exact"));
+        assert!(!glob_match("/exact", "/exact/more"));
+        assert!(!glob_match("/static/*", "/other/static/x"));
+        assert!(!glob_match("*.png", "/img/a.png.txt"));
+        assert!(glob_match("*", "/anything"));
+        assert!(!glob_match("/a*a", "/a"));
+    }
+}

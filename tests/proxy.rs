@@ -1,0 +1,315 @@
+//! The HTTP proxy in front of the application: a real Python web app behind each node's proxy,
+//! real requests with curl. Writes to a replica get `fly-replay`, writes to the primary set the
+//! `__txid` cookie, a read with the cookie waits for the replica to catch up, health follows the
+//! replication lag, and a write with no primary anywhere gets 503.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::cluster::{sql, wait_caught_up, CATCH_UP};
+use support::consul::Consul;
+use support::mount::{free_port, MountedNode, NodeOptions, Role};
+
+/// A small web app: `GET` answers the row count of `t` in the database, `POST` inserts its body
+/// as a row (201 `created`, header `X-App: yes`). Every request is logged to a file.
+const APP: &str = r#"
+import http.server, sqlite3, sys
+db, log, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+class H(http.server.BaseHTTPRequestHandler):
+    def reply(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-App", "yes")
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        with open(log, "a") as f: f.write("GET %s\n" % self.path)
+        c = sqlite3.connect(db)
+        n = c.execute("SELECT count(*) FROM t").fetchone()[0]
+        c.close()
+        self.reply(200, str(n).encode())
+    def do_POST(self):
+        with open(log, "a") as f: f.write("POST %s %s\n" % (self.path, self.headers.get("X-Forwarded-For")))
+        data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        c = sqlite3.connect(db, isolation_level=None)
+        c.execute("INSERT INTO t VALUES (?)", (data,))
+        c.close()
+        self.reply(201, b"created")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+/// A running app, killed when dropped.
+struct App {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl App {
+    fn start(node: &MountedNode, port: u16) -> App {
+        let log = node.root().join("app.log");
+        std::fs::write(&log, "").unwrap();
+        let child = Command::new("python3")
+            .arg("-c")
+            .arg(APP)
+            .arg(node.db_path("db"))
+            .arg(&log)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the app");
+        App { child, log }
+    }
+
+    fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What curl got: status, headers (lower-case names), body.
+struct Got {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn curl(args: &[&str]) -> Got {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "20", "-D", "-"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Got {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Waits until the proxy on `port` answers its health check.
+fn wait_proxy(port: u16, node: &MountedNode) {
+    let until = Instant::now() + CATCH_UP;
+    while curl(&[&format!("http://127.0.0.1:{port}/litefs/health")]).status != 200 {
+        assert!(
+            Instant::now() < until,
+            "proxy on {port} never answered\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn with_proxy(role: Role) -> (NodeOptions, u16, u16) {
+    let (proxy, app) = (free_port(), free_port());
+    (
+        NodeOptions {
+            role,
+            proxy: Some((proxy, app)),
+            ..NodeOptions::default()
+        },
+        proxy,
+        app,
+    )
+}
+
+#[test]
+fn writes_go_to_the_primary_and_a_client_reads_its_own_writes_on_a_replica() {
+    let (opts, pp, pa) = with_proxy(Role::Primary);
+    let primary = MountedNode::start_with(opts);
+    let (opts, rp, ra) = with_proxy(Role::Replica(primary.port()));
+    let replica = MountedNode::start_with(opts);
+    sql(&primary, "db", Some("wal"), "CREATE TABLE t (v);");
+    wait_caught_up(&primary, &[&replica], "db");
+    let primary_app = App::start(&primary, pa);
+    let replica_app = App::start(&replica, ra);
+    wait_proxy(pp, &primary);
+    wait_proxy(rp, &replica);
+
+    // A write on the replica's proxy: replayed on the primary by Fly.io's edge, never handed to
+    // the replica's app.
+    let got = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "x",
+        &format!("http://127.0.0.1:{rp}/items"),
+    ]);
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(
+        got.header("fly-replay"),
+        Some(format!("instance=primary-{}", primary.port()).as_str())
+    );
+    assert!(
+        !replica_app.requests().contains("POST"),
+        "{}",
+        replica_app.requests()
+    );
+
+    // On the primary: the app answers, and the response carries the transaction id.
+    let got = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "x",
+        &format!("http://127.0.0.1:{pp}/items"),
+    ]);
+    assert_eq!((got.status, got.body.as_str()), (201, "created"));
+    assert_eq!(got.header("x-app"), Some("yes"));
+    let cookie = got
+        .header("set-cookie")
+        .expect("a __txid cookie")
+        .to_owned();
+    let txid = primary.txid("db");
+    assert!(
+        cookie.starts_with(&format!("__txid={txid:016x};")) && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    assert!(primary_app.requests().contains("POST /items 127.0.0.1"));
+
+    // Hold the replica back with a read transaction, write again, and read with the new cookie
+    // on the replica: the read waits until the replica has the write.
+    let mut reader = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN')\n\
+             c.execute('SELECT count(*) FROM t').fetchone()\n\
+             print('in', flush=True)\n\
+             sys.stdin.readline()\n\
+             c.execute('COMMIT')\n",
+        )
+        .arg(replica.db_path("db"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = support::mount::line_channel(&mut reader);
+    assert_eq!(lines.recv_timeout(CATCH_UP).unwrap(), "in");
+    let got = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "y",
+        &format!("http://127.0.0.1:{pp}/items"),
+    ]);
+    let cookie = got
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = format!("http://127.0.0.1:{rp}/items");
+    let read = std::thread::spawn(move || {
+        let started = Instant::now();
+        let got = curl(&["-b", &cookie, &url]);
+        (got.status, got.body, started.elapsed())
+    });
+    let hold = Duration::from_millis(500);
+    std::thread::sleep(hold);
+    reader.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert!(reader.wait().unwrap().success());
+    let (status, body, took) = read.join().unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "2"),
+        "the read saw the replica before the write"
+    );
+    assert!(took >= hold, "the read did not wait: {took:?}");
+
+    // A cookie the replica never reaches: 504 after the wait.
+    let got = curl(&[
+        "-b",
+        "__txid=00000000000fffff",
+        &format!("http://127.0.0.1:{rp}/items"),
+    ]);
+    assert_eq!(got.status, 504);
+    // Without a cookie, reads go straight to the local app.
+    let got = curl(&[&format!("http://127.0.0.1:{rp}/items")]);
+    assert_eq!((got.status, got.body.as_str()), (200, "2"));
+}
+
+#[test]
+fn health_follows_the_replication_lag() {
+    let (opts, _pp, pa) = with_proxy(Role::Primary);
+    let mut primary = MountedNode::start_with(opts);
+    let (opts, rp, ra) = with_proxy(Role::Replica(primary.port()));
+    let replica = MountedNode::start_with(opts);
+    sql(&primary, "db", None, "CREATE TABLE t (v);");
+    wait_caught_up(&primary, &[&replica], "db");
+    let _apps = (App::start(&primary, pa), App::start(&replica, ra));
+    wait_proxy(rp, &replica);
+    // The primary goes away: its heartbeats stop, and past max-lag (1 s) the replica is unhealthy.
+    primary.stop();
+    let until = Instant::now() + CATCH_UP;
+    loop {
+        let got = curl(&[&format!("http://127.0.0.1:{rp}/litefs/health")]);
+        if got.status == 503 {
+            assert!(got.body.contains("lag"), "{}", got.body);
+            break;
+        }
+        assert!(Instant::now() < until, "still healthy\n{}", replica.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_write_with_no_primary_anywhere_gets_503() {
+    let consul = Consul::start();
+    let (proxy, app) = (free_port(), free_port());
+    let node = MountedNode::start_with(NodeOptions {
+        role: Role::Consul {
+            consul_port: consul.port(),
+            candidate: false,
+        },
+        proxy: Some((proxy, app)),
+        skip_sync: true,
+        ..NodeOptions::default()
+    });
+    let url = format!("http://127.0.0.1:{proxy}/items");
+    let until = Instant::now() + CATCH_UP;
+    let got = loop {
+        let got = curl(&["-X", "POST", "-d", "x", &url]);
+        if got.status != 0 {
+            break got;
+        }
+        assert!(Instant::now() < until, "no proxy\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(got.status, 503, "{}", got.body);
+    assert!(got.body.contains("no primary"), "{}", got.body);
+}
