@@ -18,7 +18,7 @@ use support::mount::{free_port, MountedNode, NodeOptions, Role};
 /// A small web app: `GET` answers the row count of `t` in the database, `POST` inserts its body
 /// as a row (201 `created`, header `X-App: yes`). Every request is logged to a file.
 const APP: &str = r#"
-import http.server, sqlite3, sys
+import http.server, sqlite3, sys, time
 db, log, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 class H(http.server.BaseHTTPRequestHandler):
     def reply(self, code, body):
@@ -29,12 +29,41 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def do_GET(self):
         with open(log, "a") as f: f.write("GET %s\n" % self.path)
+        if self.path == "/events":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for i in range(2):
+                self.wfile.write(b"data: %d\n\n" % i)
+                self.wfile.flush()
+                time.sleep(1)
+            return
+        if self.path == "/ws":
+            self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+            self.wfile.flush()
+            while True:
+                data = self.connection.recv(65536)
+                if not data:
+                    break
+                self.connection.sendall(data)
+            self.close_connection = True
+            return
         c = sqlite3.connect(db)
         n = c.execute("SELECT count(*) FROM t").fetchone()[0]
         c.close()
         self.reply(200, str(n).encode())
     def do_POST(self):
         with open(log, "a") as f: f.write("POST %s %s\n" % (self.path, self.headers.get("X-Forwarded-For")))
+        if self.path == "/upload":
+            left, n = int(self.headers.get("Content-Length") or 0), 0
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                n += len(chunk)
+                left -= len(chunk)
+            self.reply(200, str(n).encode())
+            return
         data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         c = sqlite3.connect(db, isolation_level=None)
         c.execute("INSERT INTO t VALUES (?)", (data,))
@@ -312,4 +341,68 @@ fn a_write_with_no_primary_anywhere_gets_503() {
     };
     assert_eq!(got.status, 503, "{}", got.body);
     assert!(got.body.contains("no primary"), "{}", got.body);
+}
+
+#[test]
+fn big_uploads_event_streams_and_upgrades_pass_through() {
+    let (opts, pp, pa) = with_proxy(Role::Primary);
+    let primary = MountedNode::start_with(opts);
+    sql(&primary, "db", None, "CREATE TABLE t (v);");
+    let _app = App::start(&primary, pa);
+    wait_proxy(pp, &primary);
+
+    // 50 MB up, as a write through the primary's proxy.
+    let file = primary.root().join("upload.bin");
+    std::fs::write(&file, vec![7u8; 50 << 20]).unwrap();
+    let got = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Expect:",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &format!("http://127.0.0.1:{pp}/upload"),
+    ]);
+    assert_eq!((got.status, got.body.as_str()), (200, "52428800"));
+
+    // Server-sent events: the first event arrives while the app is still sending.
+    let started = Instant::now();
+    let mut sse = Command::new("curl")
+        .args(["-s", "-N", &format!("http://127.0.0.1:{pp}/events")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = support::mount::line_channel(&mut sse);
+    assert_eq!(lines.recv_timeout(CATCH_UP).unwrap(), "data: 0");
+    let first = started.elapsed();
+    assert_eq!(lines.recv_timeout(CATCH_UP).unwrap(), "");
+    assert_eq!(lines.recv_timeout(CATCH_UP).unwrap(), "data: 1");
+    let second = started.elapsed();
+    assert!(sse.wait().unwrap().success());
+    assert!(
+        second - first >= Duration::from_millis(800),
+        "the first event came with the second ({first:?}, {second:?}): not streamed"
+    );
+
+    // An upgrade: after 101 the connection carries raw bytes both ways.
+    use std::io::{BufRead as _, Read as _};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", pp)).unwrap();
+    tcp.set_read_timeout(Some(CATCH_UP)).unwrap();
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: app\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+        .unwrap();
+    let mut reader = std::io::BufReader::new(tcp.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    tcp.write_all(b"hello through the proxy").unwrap();
+    let mut echo = [0u8; 23];
+    reader.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"hello through the proxy");
 }

@@ -13,7 +13,7 @@
 //!   With no known primary it waits up to `primary-redirect-timeout`, then answers 503.
 //!
 //! Bodies are streamed both ways, frame by frame (no size limit, server-sent events flushed as
-//! they come). `X-Forwarded-For` and `X-Forwarded-Proto` are set. The application being down
+//! they come), and upgrades (WebSocket) pass through. `X-Forwarded-For` and `X-Forwarded-Proto` are set. The application being down
 //! gives 502 with the reason.
 
 use std::convert::Infallible;
@@ -240,10 +240,30 @@ impl Proxy {
                 headers.insert(HOST, v);
             }
         }
+        // An upgrade (WebSocket): both sides switch protocols, then bytes are copied both ways.
+        let client_upgrade = req
+            .headers()
+            .contains_key(hyper::header::UPGRADE)
+            .then(|| hyper::upgrade::on(&mut req));
         let mut resp = match self.send(req).await {
-            Ok(resp) => resp.map(|b| b.boxed()),
+            Ok(resp) => resp,
             Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
         };
+        if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
+            let app = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client, app) {
+                    Ok((client, app)) => {
+                        let (mut client, mut app) = (TokioIo::new(client), TokioIo::new(app));
+                        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut app).await {
+                            tracing::debug!("upgraded connection ended: {e}");
+                        }
+                    }
+                    Err(e) => tracing::debug!("upgrade failed: {e}"),
+                }
+            });
+        }
+        let mut resp = resp.map(|b| b.boxed());
         if write {
             if let Some(txid) = self.txid() {
                 let cookie = format!(
@@ -279,7 +299,7 @@ impl Proxy {
             .await
             .map_err(|e| format!("{target}: {e}"))?;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("connection to the application ended: {e}");
             }
         });
