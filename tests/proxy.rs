@@ -406,3 +406,76 @@ fn big_uploads_event_streams_and_upgrades_pass_through() {
     reader.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"hello through the proxy");
 }
+
+#[test]
+fn with_forward_a_replica_sends_writes_to_the_primary_and_streams_the_answer_back() {
+    let consul = Consul::start();
+    let node = |consul: &Consul| {
+        let (proxy, app) = (free_port(), free_port());
+        let n = MountedNode::start_with(NodeOptions {
+            role: Role::Consul {
+                consul_port: consul.port(),
+                candidate: true,
+            },
+            proxy: Some((proxy, app)),
+            proxy_forward: true,
+            ..NodeOptions::default()
+        });
+        (n, proxy, app)
+    };
+    let (a, ap, aa) = node(&consul);
+    let until = Instant::now() + CATCH_UP;
+    while !curl(&[&format!("{}/info", a.url())])
+        .body
+        .contains("\"isPrimary\":true")
+    {
+        assert!(
+            Instant::now() < until,
+            "a never became primary\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (b, bp, ba) = node(&consul);
+    let until = Instant::now() + CATCH_UP;
+    while std::fs::read_to_string(b.mnt().join(".primary")).is_err() {
+        assert!(Instant::now() < until, "b does not follow a\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sql(&a, "db", Some("wal"), "CREATE TABLE t (v);");
+    wait_caught_up(&a, &[&b], "db");
+    let a_app = App::start(&a, aa);
+    let b_app = App::start(&b, ba);
+    wait_proxy(ap, &a);
+    wait_proxy(bp, &b);
+    // The write goes to b's proxy, lands on a's app, and the client gets a's answer (with the
+    // cookie a's proxy sets); b's app never sees it.
+    let got = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "x",
+        &format!("http://127.0.0.1:{bp}/items"),
+    ]);
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (201, "created"),
+        "{}",
+        b.log()
+    );
+    assert!(got.header("fly-replay").is_none());
+    let cookie = got
+        .header("set-cookie")
+        .expect("the primary's cookie")
+        .to_owned();
+    assert!(
+        a_app.requests().contains("POST /items"),
+        "{}",
+        a_app.requests()
+    );
+    assert!(!b_app.requests().contains("POST"), "{}", b_app.requests());
+    // And the client reads its write back on b.
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let got = curl(&["-b", &cookie, &format!("http://127.0.0.1:{bp}/items")]);
+    assert_eq!((got.status, got.body.as_str()), (200, "1"));
+}

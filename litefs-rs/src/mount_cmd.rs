@@ -47,6 +47,23 @@ fn http_port(addr: &str) -> Result<u16> {
         .with_context(|| format!("http.addr {addr:?} has no port"))
 }
 
+/// The URL of this node's proxy as other nodes reach it: the advertise URL's host with the
+/// proxy's port (empty without a proxy).
+fn proxy_url(advertise_url: &str, proxy: &litefs_config::ProxyConfig) -> Result<String> {
+    if proxy.target.is_empty() || proxy.addr.is_empty() {
+        return Ok(String::new());
+    }
+    let rest = advertise_url
+        .split_once("://")
+        .map_or(advertise_url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    Ok(format!("http://{host}:{}", http_port(&proxy.addr)?))
+}
+
 /// The proxy's settings, when `proxy.target` is set (then `proxy.addr` and `proxy.db` are
 /// required, as in LiteFS).
 fn proxy_options(config: &Config) -> Result<Option<(String, litefs_proxy::ProxyOptions)>> {
@@ -70,6 +87,7 @@ fn proxy_options(config: &Config) -> Result<Option<(String, litefs_proxy::ProxyO
             always_forward: p.always_forward.clone(),
             primary_redirect_timeout: p.primary_redirect_timeout.as_std(),
             debug: p.debug,
+            forward: p.forward,
         },
     )))
 }
@@ -98,10 +116,12 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
                     config.lease.hostname.clone()
                 },
                 advertise_url: config.lease.advertise_url.clone(),
+                proxy_url: String::new(),
             };
             let own = PrimaryInfo {
                 hostname: String::new(),
                 advertise_url: String::new(),
+                proxy_url: String::new(),
             };
             (LeaseKind::Static { primary }, own)
         }
@@ -119,6 +139,7 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
                     lock_delay: config.lease.consul.lock_delay.as_std(),
                 },
                 PrimaryInfo {
+                    proxy_url: proxy_url(&advertise_url, &config.proxy)?,
                     hostname,
                     advertise_url,
                 },
@@ -313,6 +334,7 @@ pub fn forget_position(config: &Config) -> Result<()> {
         info: PrimaryInfo {
             hostname: "forget-position".into(),
             advertise_url: "http://forget-position".into(),
+            proxy_url: String::new(),
         },
     })?;
     let key = leaser.key().to_owned();

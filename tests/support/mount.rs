@@ -57,6 +57,8 @@ pub struct NodeOptions {
     pub proxy: Option<(u16, u16)>,
     /// `skip-sync`.
     pub skip_sync: bool,
+    /// `proxy.forward` (with `proxy`).
+    pub proxy_forward: bool,
 }
 
 /// A node's role with the static lease.
@@ -97,6 +99,7 @@ impl Default for NodeOptions {
             stale_timeout: None,
             proxy: None,
             skip_sync: false,
+            proxy_forward: false,
         }
     }
 }
@@ -274,7 +277,8 @@ impl MountedNode {
             writeln!(
                 yaml,
                 "proxy:\n  addr: 127.0.0.1:{proxy}\n  target: 127.0.0.1:{app}\n  db: db\n  \
-                 max-lag: 1s\n  primary-redirect-timeout: 1s"
+                 max-lag: 1s\n  primary-redirect-timeout: 1s\n  forward: {}",
+                self.opts.proxy_forward
             )
             .unwrap();
         }

@@ -361,6 +361,12 @@ pub struct ProxyConfig {
     /// `proxy.idle-timeout` (default `30s`): how long an idle keep-alive connection stays open.
     #[serde(deserialize_with = "de::or_default")]
     pub idle_timeout: Duration,
+
+    /// `proxy.forward` (default `false`; not a LiteFS key): on a replica, forward writes to the
+    /// primary's proxy and stream its answer back, instead of answering `fly-replay` (which only
+    /// Fly.io's edge acts on). The primary advertises its proxy in the lease (Consul lease).
+    #[serde(deserialize_with = "de::bool")]
+    pub forward: bool,
 }
 
 impl Default for ProxyConfig {
@@ -378,6 +384,7 @@ impl Default for ProxyConfig {
             read_header_timeout: Duration::from_secs(10),
             write_timeout: Duration::ZERO,
             idle_timeout: Duration::from_secs(30),
+            forward: false,
         }
     }
 }

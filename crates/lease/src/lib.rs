@@ -33,6 +33,14 @@ pub struct PrimaryInfo {
     /// The primary's internal API URL.
     #[serde(rename = "advertise-url")]
     pub advertise_url: String,
+    /// The primary's HTTP proxy (`http://host:port`), where replicas forward writes with
+    /// `proxy.forward: true`. Not a LiteFS field (LiteFS ignores it); absent without a proxy.
+    #[serde(
+        rename = "proxy-url",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub proxy_url: String,
 }
 
 /// What the cluster has committed, as the primary last published it.
@@ -351,6 +359,7 @@ mod tests {
         let info = PrimaryInfo {
             hostname: "node1".into(),
             advertise_url: "http://node1:20202".into(),
+            proxy_url: String::new(),
         };
         let json = serde_json::to_string(&info).unwrap_or_default();
         assert_eq!(

@@ -299,9 +299,11 @@ pub async fn run(
     };
     tracing::info!(addr = %listener.local_addr().map_or(addr.clone(), |a| a.to_string()), "internal API listening");
     let (handoff_tx, handoff_rx) = mpsc::channel(4);
+    let (primary_proxy_tx, primary_proxy_rx) = watch::channel(None::<String>);
     if let Some((addr, proxy_opts)) = opts.proxy.clone() {
         let store = store.clone();
         let primary = primary_rx.clone();
+        let primary_proxy = primary_proxy_rx.clone();
         let mut ready = ready_rx.clone();
         let cancel = cancel.clone();
         let proxy_tracker = tracker.clone();
@@ -318,6 +320,7 @@ pub async fn run(
                 &addr,
                 store,
                 primary,
+                primary_proxy,
                 proxy_opts,
                 cancel.clone(),
                 proxy_tracker,
@@ -355,6 +358,7 @@ pub async fn run(
         leaser: Arc::new(leaser),
         api: api.clone(),
         primary: primary_tx,
+        primary_proxy: primary_proxy_tx,
         ready: Arc::new(ready_tx),
         applier: Arc::new(MountApplierAdapter(mount_applier)),
         cluster_id,
@@ -455,6 +459,8 @@ struct Roles {
     leaser: Arc<Leaser>,
     api: Arc<api::Api>,
     primary: watch::Sender<bool>,
+    /// The primary's proxy URL, when it advertises one (for `proxy.forward`).
+    primary_proxy: watch::Sender<Option<String>>,
     ready: Arc<watch::Sender<bool>>,
     applier: Arc<MountApplierAdapter>,
     cluster_id: Arc<Mutex<Option<String>>>,
@@ -861,6 +867,7 @@ impl Roles {
     }
 
     fn become_primary(self: &Arc<Self>, lease: Lease) {
+        self.primary_proxy.send_replace(None);
         self.api.begin_term();
         self.store.status().set_primary(None);
         self.store.status().set_primary_timestamp(0);
@@ -1002,6 +1009,8 @@ impl Roles {
     /// Follows `primary` over one connection.
     async fn follow(self: &Arc<Self>, primary: PrimaryInfo, cancel: &CancellationToken) -> Event {
         self.store.set_readonly(true);
+        self.primary_proxy
+            .send_replace(Some(primary.proxy_url.clone()).filter(|u| !u.is_empty()));
         self.store
             .status()
             .set_primary(Some(primary.hostname.clone()));

@@ -606,6 +606,7 @@ mod tests {
         PrimaryInfo {
             hostname: format!("node{n}"),
             advertise_url: format!("http://127.0.0.1:{n}"),
+            proxy_url: String::new(),
         }
     }
 

@@ -36,6 +36,8 @@ use tokio_util::task::TaskTracker;
 
 /// The cookie carrying the client's last write's transaction id (16 hex digits).
 pub const TXID_COOKIE: &str = "__txid";
+/// Marks a request a replica's proxy forwarded to the primary's.
+const FORWARDED_HEADER: &str = "litefs-forwarded";
 /// How long the cookie lives.
 const COOKIE_MAX_AGE: Duration = Duration::from_secs(300);
 /// How long a read waits for the local database to reach the client's transaction.
@@ -60,6 +62,9 @@ pub struct ProxyOptions {
     pub primary_redirect_timeout: Duration,
     /// `proxy.debug`: log every request.
     pub debug: bool,
+    /// `proxy.forward`: on a replica, forward writes to the primary's proxy instead of
+    /// answering `fly-replay`.
+    pub forward: bool,
 }
 
 /// Why the proxy could not start.
@@ -126,6 +131,8 @@ fn text(status: StatusCode, msg: &str) -> Response<ProxyBody> {
 struct Proxy {
     store: Arc<Store>,
     primary: watch::Receiver<bool>,
+    /// The primary's proxy (`http://host:port`), when it advertises one.
+    primary_proxy: watch::Receiver<Option<String>>,
     opts: ProxyOptions,
 }
 
@@ -160,6 +167,13 @@ impl Proxy {
         if self.opts.passthrough.iter().any(|p| glob_match(p, &path)) {
             return self.forward(req, peer, false).await;
         }
+        if self.opts.forward
+            && req.headers().contains_key(FORWARDED_HEADER)
+            && *self.primary.borrow()
+        {
+            // Forwarded by a replica's proxy: a write, whatever it looks like.
+            return self.forward(req, peer, true).await;
+        }
         if req.method() == Method::GET && path == "/litefs/health" {
             let lag = self.store.status().lag_ms();
             let max = self.opts.max_lag;
@@ -181,6 +195,14 @@ impl Proxy {
         loop {
             if *self.primary.borrow() {
                 return self.forward(req, peer, true).await;
+            }
+            if self.opts.forward {
+                let url = self.primary_proxy.borrow().clone();
+                if let Some(authority) = url.as_deref().and_then(|u| u.strip_prefix("http://")) {
+                    let authority = authority.trim_end_matches('/').to_owned();
+                    // The primary's proxy answers, cookie included.
+                    return self.forward_to(&authority, req, peer, false).await;
+                }
             }
             if let Some(host) = self.store.status().primary() {
                 let mut resp = text(StatusCode::OK, "");
@@ -220,10 +242,27 @@ impl Proxy {
     /// sets the `__txid` cookie.
     async fn forward(
         &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        write: bool,
+    ) -> Response<ProxyBody> {
+        let target = self.opts.target.clone();
+        self.forward_to(&target, req, peer, write).await
+    }
+
+    /// Sends the request to `target` (`host:port`: the application, or the primary's proxy)
+    /// and streams the response back.
+    async fn forward_to(
+        &self,
+        target: &str,
         mut req: Request<Incoming>,
         peer: SocketAddr,
         write: bool,
     ) -> Response<ProxyBody> {
+        if target != self.opts.target {
+            req.headers_mut()
+                .insert(FORWARDED_HEADER, HeaderValue::from_static("1"));
+        }
         let headers = req.headers_mut();
         let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(prev) => format!("{prev}, {}", peer.ip()),
@@ -245,7 +284,7 @@ impl Proxy {
             .headers()
             .contains_key(hyper::header::UPGRADE)
             .then(|| hyper::upgrade::on(&mut req));
-        let mut resp = match self.send(req).await {
+        let mut resp = match self.send(target, req).await {
             Ok(resp) => resp,
             Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
         };
@@ -278,8 +317,12 @@ impl Proxy {
         resp
     }
 
-    async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, String> {
-        let target = self.opts.target.clone();
+    async fn send(
+        &self,
+        target: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, String> {
+        let target = target.to_owned();
         let deadline = tokio::time::Instant::now() + TARGET_CONNECT;
         // The application may still be starting: retry a refused connection.
         let tcp = loop {
@@ -315,6 +358,7 @@ pub async fn serve(
     addr: &str,
     store: Arc<Store>,
     primary: watch::Receiver<bool>,
+    primary_proxy: watch::Receiver<Option<String>>,
     opts: ProxyOptions,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -333,6 +377,7 @@ pub async fn serve(
     let proxy = Arc::new(Proxy {
         store,
         primary,
+        primary_proxy,
         opts,
     });
     loop {
