@@ -2,7 +2,7 @@
 # Installs what litefs-rs needs to run and to be tested, on Debian 12 (bookworm):
 #
 #   - Debian packages: fuse3 (fusermount3), sqlite3, python3 (with its sqlite3 module),
-#     pkg-config;
+#     pkg-config, libssl-dev (the Consul client's HTTP stack links OpenSSL);
 #   - /dev/fuse;
 #   - the Consul agent, which bookworm does not ship: Debian bullseye's `consul` package
 #     (1.8.7) is fetched with `apt-get download` through a temporary sources list that reuses
@@ -71,6 +71,10 @@ command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 python_has_sqlite || missing+=(python3)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# OpenSSL's headers: the Consul client's HTTP stack (reqwest 0.11 through rustify) links it.
+if ! pkg-config --exists openssl 2>/dev/null && ! [[ -e /usr/include/openssl/ssl.h ]]; then
+  missing+=(libssl-dev)
+fi
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 [[ -r $keyring ]] || missing+=(debian-archive-keyring)
 
