@@ -87,6 +87,7 @@ if [[ -z $primary ]]; then
 fi
 others=()
 for node in "${nodes[@]}"; do [[ $node != "$primary" ]] && others+=("$node"); done
+proxy_of() { echo "808${1#node}"; }
 p="$PWD/.litefs/$primary/mnt"
 r="$PWD/.litefs/${others[0]}/mnt"
 cat <<NEXT
@@ -100,6 +101,11 @@ $primary won the election: it is the primary. In another terminal, try:
   cat .litefs/node*/mnt/my.db-pos                   # same TXID/checksum everywhere
   cat $r/.primary                                   # who the primary is
   sqlite3 $r/my.db 'INSERT INTO t VALUES (1);'      # read-only: writes go to the primary
+
+Each node runs the demo app (demo/app.py) behind its proxy (ports 8081, 8082, 8083):
+
+  curl -X POST -d hello http://127.0.0.1:$(proxy_of "${others[0]}")/   # a write to a replica lands on $primary
+  curl http://127.0.0.1:$(proxy_of "${others[1]}")/                    # any node reads it back
 
 Watch a failover: kill the primary and see .primary move to another node.
 

@@ -342,6 +342,9 @@ fn example_configs_in_repo_load() {
     let cluster = config_files(&support::repo().join("config/local-cluster"));
     assert_eq!(cluster.len(), 3, "{cluster:?}");
     files.extend(cluster);
+    let fly = config_files(&support::repo().join("config/fly"));
+    assert_eq!(fly.len(), 1, "{fly:?}");
+    files.extend(fly);
     for file in files {
         let out = std::process::Command::new(support::bin())
             .args(["config", "-config"])
@@ -356,4 +359,39 @@ fn example_configs_in_repo_load() {
             .unwrap();
         assert!(out.status.success(), "{}: {out:?}", file.display());
     }
+}
+
+#[test]
+fn the_fly_deployment_files_agree_with_each_other() {
+    let dir = support::repo().join("config/fly");
+    let toml = fs::read_to_string(dir.join("fly.toml")).unwrap();
+    let docker = fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    let out = std::process::Command::new(support::bin())
+        .args(["config", "-config"])
+        .arg(dir.join("litefs.yml"))
+        .env("FLY_REGION", "ord")
+        .env("PRIMARY_REGION", "ord")
+        .env("FLY_APP_NAME", "myapp")
+        .env("HOSTNAME", "host1")
+        .env("FLY_CONSUL_URL", "http://:token@127.0.0.1:8500/myapp/")
+        .output()
+        .unwrap();
+    let effective = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    // The edge sends traffic to the proxy, the volume holds the data directory, the image
+    // carries this litefs.yml and starts litefs-rs.
+    assert!(toml.contains("internal_port = 8080"), "{toml}");
+    assert!(effective.contains("addr: :8080"), "{effective}");
+    assert!(toml.contains("destination = \"/var/lib/litefs\""), "{toml}");
+    assert!(effective.contains("dir: /var/lib/litefs"), "{effective}");
+    assert!(toml.contains("path = \"/litefs/health\""), "{toml}");
+    assert!(
+        docker.contains("COPY config/fly/litefs.yml /etc/litefs.yml"),
+        "{docker}"
+    );
+    assert!(docker.contains("ENTRYPOINT [\"litefs-rs\"]"), "{docker}");
+    assert!(
+        effective.contains("advertise-url: http://host1.vm.myapp.internal:20202"),
+        "{effective}"
+    );
 }
