@@ -204,14 +204,18 @@ fn signals_are_forwarded_to_the_app_and_its_code_returned() {
         true,
         "",
         &[(
-            "app.sh",
-            "trap 'touch $DIR/got-term; exit 42' TERM\ntouch $DIR/started\n\
-             while :; do sleep 0.05; done\n",
+            "app.py",
+            "import pathlib, signal, sys, time\n\
+             def stop(*_):\n    pathlib.Path('$DIR/got-term').touch()\n    sys.exit(42)\n\
+             signal.signal(signal.SIGTERM, stop)\n\
+             pathlib.Path('$DIR/started').touch()\n\
+             time.sleep(60)\n",
         )],
     );
-    // `-- CMD ARGS` replaces the configuration's exec.
-    let app = node.path("app.sh").display().to_string();
-    node.start(&["--", "sh", &app]);
+    // `-- CMD ARGS` replaces the configuration's exec. Python keeps the signal mask it gets,
+    // so this also checks that the application can receive SIGTERM at all.
+    let app = node.path("app.py").display().to_string();
+    node.start(&["--", "python3", &app]);
     wait_file(&node.path("started"), &node);
     node.signal(libc::SIGTERM);
     assert_eq!(node.wait_exit(), 42, "{}", node.log());

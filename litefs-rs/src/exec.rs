@@ -55,8 +55,26 @@ async fn run_one(
     signals: &mut mpsc::UnboundedReceiver<libc::c_int>,
 ) -> Result<(i32, bool)> {
     let (program, args) = cmd.args.split_first().context("an exec command is empty")?;
-    let mut child = Command::new(program)
-        .args(args)
+    let mut command = Command::new(program);
+    command.args(args);
+    // litefs-rs blocks SIGINT and SIGTERM in all its threads (one thread waits for them), and
+    // a child inherits that mask: unblock them in the application, or it could never receive
+    // the signals forwarded to it.
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // async-signal-safe functions on a set of its own.
+    #[allow(unsafe_code)]
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        command.pre_exec(|| {
+            let mut set = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .with_context(|| format!("start exec command {:?}", cmd.args.join(" ")))?;
     let pid = child.id();
