@@ -268,8 +268,11 @@ fn writes_go_to_the_primary_and_a_client_reads_its_own_writes_on_a_replica() {
         let got = curl(&["-b", &cookie, &url]);
         (got.status, got.body, started.elapsed())
     });
-    let hold = Duration::from_millis(500);
+    // The replica has received the write and holds it back for the reader; the read waits.
+    support::cluster::wait_metric(&replica, "litefs_replica_queued_count 1");
+    let hold = Duration::from_millis(300);
     std::thread::sleep(hold);
+    assert!(!read.is_finished(), "the read did not wait for the replica");
     reader.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     assert!(reader.wait().unwrap().success());
     let (status, body, took) = read.join().unwrap();
@@ -279,6 +282,7 @@ fn writes_go_to_the_primary_and_a_client_reads_its_own_writes_on_a_replica() {
         "the read saw the replica before the write"
     );
     assert!(took >= hold, "the read did not wait: {took:?}");
+    // (The pause above only gives a read that does not wait the time to come back.)
 
     // A cookie the replica never reaches: 504 after the wait.
     let got = curl(&[

@@ -249,11 +249,8 @@ impl ConsulLeaser {
         wait: Option<(u64, Duration)>,
         consistent: bool,
     ) -> Result<(Option<(Vec<u8>, Option<String>)>, u64)> {
-        let op = format!("read {key}");
-        let mut builder = ReadKeyRequest::builder();
-        builder.key(key);
-        let mut after = REQUEST_TIMEOUT;
         let mut features = Features::default();
+        let mut after = REQUEST_TIMEOUT;
         if let Some((index, wait)) = wait {
             after += wait;
             features.blocking = Some(consulrs::api::features::Blocking {
@@ -264,7 +261,38 @@ impl ConsulLeaser {
         if consistent {
             features.mode = Some(consulrs::api::features::ConsistencyMode::CONSISTENT);
         }
-        builder.features(features);
+        let (mut pairs, index) = self.get_pairs(key, features, false, after).await?;
+        let Some(pair) = pairs.pop() else {
+            return Ok((None, index));
+        };
+        let value: Vec<u8> = match pair.value {
+            Some(v) => v
+                .try_into()
+                .map_err(|e: ClientError| LeaseError::BadValue {
+                    key: key.to_owned(),
+                    reason: e.to_string(),
+                })?,
+            None => Vec::new(),
+        };
+        Ok((Some((value, pair.session)), index))
+    }
+
+    /// `GET /v1/kv/<key>` (every key under it with `recurse`): the pairs and Consul's index;
+    /// none for a 404 (whose index consulrs drops: a blocking query then waits from 0, which
+    /// returns at once).
+    async fn get_pairs(
+        &self,
+        key: &str,
+        features: Features,
+        recurse: bool,
+        after: Duration,
+    ) -> Result<(Vec<consulrs::api::kv::common::KVPair>, u64)> {
+        let op = format!("read {key}");
+        let mut builder = ReadKeyRequest::builder();
+        builder.key(key).features(features);
+        if recurse {
+            builder.recurse(true);
+        }
         let endpoint = builder
             .build()
             .map_err(|e| LeaseError::Config(format!("{op}: {e}")))?;
@@ -275,29 +303,15 @@ impl ConsulLeaser {
         )
         .await?;
         match res {
-            Ok(mut resp) => {
+            Ok(resp) => {
                 let index = resp
                     .index
                     .as_deref()
                     .and_then(|i| i.parse().ok())
                     .unwrap_or(0);
-                let Some(pair) = resp.response.pop() else {
-                    return Ok((None, index));
-                };
-                let value: Vec<u8> = match pair.value {
-                    Some(v) => v
-                        .try_into()
-                        .map_err(|e: ClientError| LeaseError::BadValue {
-                            key: key.to_owned(),
-                            reason: e.to_string(),
-                        })?,
-                    None => Vec::new(),
-                };
-                Ok((Some((value, pair.session)), index))
+                Ok((resp.response, index))
             }
-            // A 404 on a blocking query still carries the index, but consulrs drops it; a
-            // plain read then waits again from 0, which returns at once.
-            Err(e) if is_not_found(&e) => Ok((None, 0)),
+            Err(e) if is_not_found(&e) => Ok((Vec::new(), 0)),
             Err(e) => Err(consul_err(op)(e)),
         }
     }
@@ -651,23 +665,9 @@ impl ConsulLeaser {
 
     pub(crate) async fn candidates(&self) -> Result<Vec<Candidate>> {
         let prefix = format!("{}/candidates/", self.key);
-        let op = format!("list {prefix}");
-        let endpoint = ReadKeyRequest::builder()
-            .key(prefix.clone())
-            .recurse(true)
-            .build()
-            .map_err(|e| LeaseError::Config(format!("{op}: {e}")))?;
-        let res = timed(
-            &op,
-            REQUEST_TIMEOUT,
-            consulrs::api::exec_with_result(&self.client, endpoint),
-        )
-        .await?;
-        let pairs = match res {
-            Ok(r) => r.response,
-            Err(e) if is_not_found(&e) => Vec::new(),
-            Err(e) => return Err(consul_err(op)(e)),
-        };
+        let (pairs, _) = self
+            .get_pairs(&prefix, Features::default(), true, REQUEST_TIMEOUT)
+            .await?;
         Ok(pairs
             .into_iter()
             .filter_map(|p| {

@@ -790,9 +790,11 @@ impl Roles {
             }
             None => return Event::LookupFailed,
         };
-        let own = lookup.primary.as_ref().is_some_and(|(info, _)| {
-            self.leaser.kind() == "consul" && info.advertise_url == self.opts.own.advertise_url
-        });
+        // (With the static lease this node's own URL is empty: never its own.)
+        let own = lookup
+            .primary
+            .as_ref()
+            .is_some_and(|(info, _)| info.advertise_url == self.opts.own.advertise_url);
         let mut behind = Vec::new();
         let mut yield_to = None;
         if lookup.primary.is_none() && compete {
