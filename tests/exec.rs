@@ -112,6 +112,7 @@ impl Drop for Node {
             let _ = child.wait();
         }
         force_unmount(&self.path("mnt"));
+        force_unmount(&self.path("data").join("locks"));
         if std::thread::panicking() {
             eprintln!("--- litefs-rs log ---\n{}", self.log());
         }

@@ -1251,7 +1251,8 @@ fn retention_keeps_only_the_newest() {
 // ---------------------------------------------------------------------------------------------
 
 /// TestFileSystem_Lag and the other control files: `.lag` is `+000000000\n` with size 11 and a
-/// current mtime; `<db>-pos` is 34 bytes and read-only; `<db>-lock` is empty and mode 0444.
+/// current mtime; `<db>-pos` is 34 bytes and read-only; `<db>-lock` is empty and mode 0444
+/// (a symbolic link to the file of the halt lock's mount, see `tests/halt.rs`).
 #[test]
 fn control_files() {
     let node = MountedNode::start();
@@ -1279,6 +1280,10 @@ fn control_files() {
     let pos = node.pos("db");
 
     let lock = node.mnt().join("db-lock");
+    assert!(fs::symlink_metadata(&lock)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     let meta = fs::metadata(&lock).unwrap();
     assert!(meta.is_file());
     assert_eq!(meta.len(), 0, "-lock size");

@@ -212,17 +212,11 @@ fn main() -> ExitCode {
             verbose,
             cmd,
         } => {
-            if with_halt_lock_on.is_some() {
-                eprintln!(
-                    "error: -with-halt-lock-on is not available yet in this build (writes from a \
-                     replica under the halt lock)"
-                );
-                return ExitCode::from(EXIT_USAGE);
-            }
             let flags = transfer_cmd::RunFlags {
                 promote,
                 if_candidate,
                 verbose,
+                halt_lock_on: with_halt_lock_on,
             };
             match transfer_cmd::run(&url, flags, &cmd) {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -313,7 +313,7 @@ mod tests {
 }
 
 /// What `litefs-rs run` does before running its command.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunFlags {
     /// `-promote`: make the local node the primary first.
     pub promote: bool,
@@ -321,6 +321,9 @@ pub struct RunFlags {
     pub if_candidate: bool,
     /// `-v`: say what happens.
     pub verbose: bool,
+    /// `-with-halt-lock-on DBPATH`: hold the cluster's halt lock on that database (a path in
+    /// the mount) while the command runs, so that it may write on a replica.
+    pub halt_lock_on: Option<std::path::PathBuf>,
 }
 
 /// `litefs-rs run`: asks the node at `url` about itself, promotes it if asked, then runs `cmd`
@@ -330,6 +333,9 @@ pub fn run(url: &str, flags: RunFlags, cmd: &[std::ffi::OsString]) -> Result<i32
     let Some((program, args)) = cmd.split_first() else {
         bail!("no command to run (litefs-rs run [flags] -- CMD [ARGS...])");
     };
+    if flags.promote && flags.halt_lock_on.is_some() {
+        bail!("-promote and -with-halt-lock-on do not go together");
+    }
     let rt = runtime()?;
     if flags.if_candidate || flags.promote {
         let info = rt.block_on(node_info(&ep))?;
@@ -358,11 +364,84 @@ pub fn run(url: &str, flags: RunFlags, cmd: &[std::ffi::OsString]) -> Result<i32
         }
     }
     drop(rt);
+    let halt = match &flags.halt_lock_on {
+        Some(db) => {
+            let lock = halt(db)?;
+            if flags.verbose {
+                eprintln!("litefs-rs run: holding the halt lock on {}", db.display());
+            }
+            Some(lock)
+        }
+        None => None,
+    };
     let status = std::process::Command::new(program)
         .args(args)
         .status()
         .with_context(|| format!("run {}", program.to_string_lossy()))?;
+    if let Some(lock) = halt {
+        // Closing the lock file releases the lock; unlocking first says so in the error if it
+        // fails.
+        set_halt_lock(&lock, libc::F_UNLCK).context("release the halt lock")?;
+        drop(lock);
+        if flags.verbose {
+            eprintln!("litefs-rs run: released the halt lock");
+        }
+    }
     Ok(status.code().unwrap_or(1))
+}
+
+/// Takes the halt lock on database `db` (a path in the mount): an OFD write lock on byte 72 of
+/// `<db>-lock`, which waits until the node holds the cluster's write lock.
+fn halt(db: &Path) -> Result<std::fs::File> {
+    let mut path = db.as_os_str().to_owned();
+    path.push("-lock");
+    let path = std::path::PathBuf::from(path);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "open {} (is {} a database in a litefs-rs mount?)",
+                path.display(),
+                db.display()
+            )
+        })?;
+    set_halt_lock(&file, libc::F_WRLCK)
+        .with_context(|| format!("take the halt lock on {}", db.display()))?;
+    Ok(file)
+}
+
+/// The byte of `<db>-lock` whose lock is the halt lock (as in LiteFS).
+const HALT_BYTE: libc::off_t = 72;
+
+/// Sets (`F_WRLCK`, waiting) or clears (`F_UNLCK`) the OFD lock on the halt byte of `file`.
+fn set_halt_lock(file: &std::fs::File, kind: libc::c_int) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd as _;
+    let mut fl = libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: HALT_BYTE,
+        l_len: 1,
+        l_pid: 0,
+    };
+    let cmd = if kind == libc::F_UNLCK {
+        libc::F_OFD_SETLK
+    } else {
+        libc::F_OFD_SETLKW
+    };
+    loop {
+        // SAFETY: the descriptor is open for the call and `fl` is a valid flock.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
 }
 
 /// `GET /info`.

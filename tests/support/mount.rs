@@ -582,6 +582,13 @@ impl MountedNode {
     /// SIGKILL the process, reap it, and lazily unmount the dead mount.
     /// `kill -9` and leave the dead mount in place, as a crash does: the next start must
     /// unmount it by itself.
+    /// Lazily unmounts the node's mounts (the main one and the halt lock's) if they are still
+    /// mounted.
+    pub fn force_unmount(&self) {
+        force_unmount(&self.mnt());
+        force_unmount(&self.data().join("locks"));
+    }
+
     pub fn kill9_leaving_mount(&mut self) {
         let mut child = self.child.take().expect("node is running");
         signal(child.id(), libc::SIGKILL);
@@ -604,13 +611,13 @@ impl MountedNode {
             // aborting its FUSE connection, then fail.
             abort_fuse_connection(&self.mnt());
             let _ = wait_deadline(&mut child, MOUNT_DEADLINE);
-            force_unmount(&self.mnt());
+            self.force_unmount();
             panic!(
                 "litefs-rs did not die within {MOUNT_DEADLINE:?} of SIGKILL\n--- log ---\n{}",
                 self.log()
             );
         }
-        force_unmount(&self.mnt());
+        self.force_unmount();
         assert!(!is_mounted(&self.mnt()), "dead mount still mounted");
     }
 
@@ -621,7 +628,7 @@ impl MountedNode {
         let Some(status) = wait_deadline(&mut child, STOP_DEADLINE) else {
             signal(child.id(), libc::SIGKILL);
             let _ = child.wait();
-            force_unmount(&self.mnt());
+            self.force_unmount();
             panic!(
                 "litefs-rs did not exit within {STOP_DEADLINE:?} of SIGTERM\n--- log ---\n{}",
                 self.log()
@@ -629,7 +636,7 @@ impl MountedNode {
         };
         let mounted = is_mounted(&self.mnt());
         if mounted {
-            force_unmount(&self.mnt());
+            self.force_unmount();
         }
         assert_eq!(
             status.code(),
@@ -654,7 +661,7 @@ impl MountedNode {
                 let _ = child.wait();
             }
         }
-        force_unmount(&self.mnt());
+        self.force_unmount();
     }
 }
 

@@ -19,7 +19,9 @@
 //! store removes a database's journal, WAL and index itself (a drop or a replacement), it tells
 //! the kernel to forget them; an open that races with that recreates the file, as SQLite's
 //! open would. POSIX locks are left to the kernel, which arbitrates them between local
-//! processes exactly as on a local filesystem, so SQLite's lock calls never cross FUSE. The
+//! processes exactly as on a local filesystem, so SQLite's lock calls never cross FUSE; the one
+//! lock litefs-rs must see, the halt lock on `<db>-lock`, is taken on a second mount that
+//! `<db>-lock` links to (see [`halt`]). The
 //! control files change on their own and are never cached, and are not listed (they stay
 //! readable by name), so a listing matches a local directory's. A file's mode, owner and times
 //! are its backing file's.
@@ -40,6 +42,10 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use litefs_store::{Content, Db, Error, FileKind, Store};
+
+mod halt;
+pub use fuser::Errno as HaltErrno;
+pub use halt::{HaltLocks, HALT_BYTE};
 
 /// How long the kernel may trust what it was told about files that only change through the
 /// mount.
@@ -174,6 +180,9 @@ pub struct MountOptions {
     pub debug: bool,
     /// Request threads.
     pub threads: usize,
+    /// Where to mount the halt lock's file system (see [`halt`]); `<db>-lock` is a symbolic
+    /// link into it. Without it, `<db>-lock` is an empty file whose locks do nothing.
+    pub halt_dir: Option<PathBuf>,
 }
 
 /// Inode numbers: one per path of the mount, stable for the life of the mount; a rename moves
@@ -317,6 +326,8 @@ pub struct LiteFs {
     /// Set once mounted: tells the kernel to forget what it cached about files the store
     /// changed on its own.
     notifier: Arc<OnceLock<fuser::Notifier>>,
+    /// The halt lock's mount, which `<db>-lock` links into.
+    halt_dir: Option<PathBuf>,
 }
 
 type OpResult<T> = Result<T, Errno>;
@@ -344,6 +355,7 @@ impl LiteFs {
             gid,
             debug,
             notifier: Arc::new(OnceLock::new()),
+            halt_dir: None,
         }
     }
 
@@ -668,7 +680,15 @@ impl LiteFs {
                     NO_CACHE,
                 )))
             }
-            Node::Lock => Ok(Some((self.attr(ino, 0, UNIX_EPOCH, 0o444), NO_CACHE))),
+            Node::Lock => match &self.halt_dir {
+                Some(dir) => {
+                    let len = halt::link_target(dir, db.name()).as_os_str().len() as u64;
+                    let mut a = self.attr(ino, len, UNIX_EPOCH, 0o777);
+                    a.kind = FileType::Symlink;
+                    Ok(Some((a, NO_CACHE)))
+                }
+                None => Ok(Some((self.attr(ino, 0, UNIX_EPOCH, 0o444), NO_CACHE))),
+            },
         }
     }
 
@@ -1042,6 +1062,16 @@ impl Filesystem for LiteFs {
         }
     }
 
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match (self.target(ino, true), &self.halt_dir) {
+            (Ok(Target::Db(db, Node::Lock)), Some(dir)) => {
+                reply.data(halt::link_target(dir, db.name()).as_os_str().as_bytes());
+            }
+            (Err(e), _) => reply.error(e),
+            _ => reply.error(Errno::EINVAL),
+        }
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let res = self
             .target(ino, true)
@@ -1287,10 +1317,11 @@ impl Filesystem for LiteFs {
             if writing
                 && !ours
                 && self.store.is_readonly()
-                && matches!(target, Target::Db(_, Node::Data(FileKind::Database)))
+                && matches!(&target, Target::Db(db, Node::Data(FileKind::Database)) if !db.is_halted())
             {
-                // A replica: SQLite then opens the database read-only, and a write fails with
-                // SQLITE_READONLY in every journal mode.
+                // A replica (that does not hold the halt lock on the database): SQLite then
+                // opens the database read-only, and a write fails with SQLITE_READONLY in
+                // every journal mode.
                 return Err(Errno::EROFS);
             }
             match target {
@@ -1842,6 +1873,9 @@ pub struct Mount {
     session: Option<fuser::BackgroundSession>,
     dir: PathBuf,
     invalidator: Invalidator,
+    /// The halt lock's mount, and where it takes the lock.
+    halt: Option<(fuser::BackgroundSession, PathBuf)>,
+    halt_locks: Arc<OnceLock<Arc<dyn HaltLocks>>>,
 }
 
 impl Mount {
@@ -1855,8 +1889,29 @@ impl Mount {
         &self.dir
     }
 
+    /// Has lock calls on `<db>-lock` take the halt lock through `locks` (until then they
+    /// fail with `EAGAIN`).
+    pub fn set_halt_locks(&self, locks: Arc<dyn HaltLocks>) {
+        let _ = self.halt_locks.set(locks);
+    }
+
+    /// Where the halt lock's file system is mounted, if it is.
+    pub fn halt_dir(&self) -> Option<&Path> {
+        self.halt.as_ref().map(|(_, d)| d.as_path())
+    }
+
+    fn unmount_halt(&mut self) {
+        if let Some((s, dir)) = self.halt.take() {
+            if let Err(e) = s.umount_and_join() {
+                tracing::warn!(dir = %dir.display(), "failed to unmount the halt lock's mount ({e}); detaching it");
+                let _ = unmount_stale(&dir);
+            }
+        }
+    }
+
     /// Unmounts and waits for the request threads to finish.
     pub fn unmount(mut self) -> io::Result<()> {
+        self.unmount_halt();
         match self.session.take() {
             Some(s) => s.umount_and_join(),
             None => Ok(()),
@@ -1866,6 +1921,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        self.unmount_halt();
         if let Some(s) = self.session.take() {
             if let Err(e) = s.umount_and_join() {
                 tracing::warn!(dir = %self.dir.display(), "failed to unmount: {e}");
@@ -1922,19 +1978,51 @@ pub fn mount(store: Arc<Store>, opts: &MountOptions) -> io::Result<Mount> {
     config.acl = acl;
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let fs = LiteFs::new(store, opts.debug);
+    let mut fs = LiteFs::new(store.clone(), opts.debug);
+    let halt_locks = Arc::new(OnceLock::new());
+    let halt = match &opts.halt_dir {
+        Some(d) => {
+            let d = std::fs::canonicalize(d).or_else(|_| {
+                std::fs::create_dir_all(d)?;
+                std::fs::canonicalize(d)
+            })?;
+            let mut lock_fs = halt::LockFs::new(store);
+            lock_fs.locks = halt_locks.clone();
+            let mut lock_config = fuser::Config::default();
+            lock_config.mount_options = vec![
+                MountOption::FSName("litefs-halt".into()),
+                MountOption::Subtype("litefs-rs".into()),
+            ];
+            lock_config.acl = config.acl;
+            lock_config.n_threads = Some(2);
+            let session = fuser::spawn_mount(lock_fs, &d, &lock_config)?;
+            fs.halt_dir = Some(d.clone());
+            Some((session, d))
+        }
+        None => None,
+    };
     fs.promote_found("");
     let notifier = fs.notifier.clone();
     let invalidator = Invalidator {
         inodes: fs.inodes.clone(),
         notifier: fs.notifier.clone(),
     };
-    let session = fuser::spawn_mount(fs, &dir, &config)?;
+    let session = match fuser::spawn_mount(fs, &dir, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some((s, _)) = halt {
+                let _ = s.umount_and_join();
+            }
+            return Err(e);
+        }
+    };
     let _ = notifier.set(session.notifier());
     Ok(Mount {
         session: Some(session),
         dir,
         invalidator,
+        halt,
+        halt_locks,
     })
 }
 

@@ -4,6 +4,7 @@
 //! LiteFS serves it.
 
 mod events;
+pub(crate) mod halt;
 mod transfer;
 
 use std::collections::HashMap;
@@ -60,6 +61,10 @@ pub struct Api {
     pub(crate) handoffs: mpsc::Sender<HandoffRequest>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Applies what replicas write under the halt lock (set once the node runs).
+    pub(crate) applier: std::sync::OnceLock<crate::apply::MountApplier>,
+    /// The halt locks given out while primary.
+    pub(crate) halts: halt::Halts,
 }
 
 /// `POST /handoff`: hand the lease to this replica; the answer says whether it was done.
@@ -224,8 +229,9 @@ impl Api {
         *term = self.cancel.child_token();
     }
 
-    /// Ends the streams of this term (the node is no longer the primary).
+    /// Ends the streams of this term (the node is no longer the primary), and its halt locks.
     pub(crate) fn end_term(&self) {
+        self.halts.clear();
         self.primary_term
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -278,10 +284,13 @@ impl Api {
             (&Method::GET, "/events") => self.clone().events(),
             (&Method::POST, "/handoff") => self.clone().handoff(req).await,
             (&Method::POST, "/promote") => self.clone().promote().await,
+            (&Method::POST, "/halt") => self.clone().post_halt(req).await,
+            (&Method::DELETE, "/halt") => self.delete_halt(&req),
+            (&Method::POST, "/tx") => self.clone().post_tx(req).await,
             (
                 _,
                 "/stream" | "/info" | "/metrics" | "/export" | "/import" | "/events" | "/handoff"
-                | "/promote",
+                | "/promote" | "/halt" | "/tx",
             ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             (_, path) => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         };

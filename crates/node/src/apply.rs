@@ -26,6 +26,9 @@ const SHM_LOCKS: i64 = 120;
 const SHM_LOCK_COUNT: i64 = 8;
 const SHM_DMS: i64 = SHM_LOCKS + SHM_LOCK_COUNT;
 
+/// The size of the WAL index's first page (SQLite's `WALINDEX_PGSZ`).
+const WAL_INDEX_PAGE: u64 = 32768;
+
 /// How long an apply waits for local read transactions to end. Past it, the transaction is
 /// applied anyway, with a warning: a read transaction held open that long on a replica must not
 /// stop replication for good (it may then see the database change under it, and SQLite reports
@@ -64,27 +67,62 @@ pub struct MountApplier {
 /// How often applied files are made durable (one `syncfs`) while transactions keep coming.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// OFD locks held on a file of the mount; released when dropped.
+/// OFD locks held on a file of the mount; released when dropped (the byte ranges `ranges`,
+/// `(start, 0)` meaning to the end of the file).
 struct Locked {
     file: Arc<File>,
+    ranges: Vec<(i64, i64)>,
+}
+
+impl Locked {
+    /// Every lock of `file`.
+    fn all(file: Arc<File>) -> Self {
+        Locked {
+            file,
+            ranges: vec![(0, 0)],
+        }
+    }
 }
 
 impl Drop for Locked {
     fn drop(&mut self) {
-        let mut fl = libc::flock {
-            l_type: libc::F_UNLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        // SAFETY: the descriptor is open while `self.file` lives and `fl` is a valid flock the
-        // kernel only reads.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
-        if rc != 0 {
-            tracing::warn!("failed to release a lock: {}", io::Error::last_os_error());
+        for &(start, len) in &self.ranges {
+            let mut fl = libc::flock {
+                l_type: libc::F_UNLCK as libc::c_short,
+                l_whence: libc::SEEK_SET as libc::c_short,
+                l_start: start,
+                l_len: len,
+                l_pid: 0,
+            };
+            // SAFETY: the descriptor is open while `self.file` lives and `fl` is a valid flock
+            // the kernel only reads.
+            #[allow(unsafe_code)]
+            let rc = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+            if rc != 0 {
+                tracing::warn!("failed to release a lock: {}", io::Error::last_os_error());
+            }
         }
+    }
+}
+
+/// SQLite's write lock on one database, taken on the primary for the replica that holds the
+/// cluster's halt lock: local writers wait (`SQLITE_BUSY`) while local readers go on. In
+/// rollback modes it is RESERVED on the database file, in WAL mode the WAL index's WRITE lock
+/// (with a shared DMS, as every connection holds). Released when dropped.
+pub struct WriterLock {
+    mode: JournalMode,
+    locked: Locked,
+    /// WAL mode: a SHARED lock on the database file, as every open connection holds, so that
+    /// a connection that closes does not take itself for the last one and delete the WAL and
+    /// its index (with the locks above).
+    _shared: Option<Locked>,
+}
+
+impl std::fmt::Debug for WriterLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterLock")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,6 +210,7 @@ impl MountApplier {
         &self,
         name: &str,
         mode: JournalMode,
+        held: Option<&WriterLock>,
     ) -> Result<(Locked, Option<Arc<File>>), ApplyError> {
         let deadline = Instant::now() + READER_WAIT;
         let all = |got: bool| {
@@ -189,11 +228,17 @@ impl MountApplier {
                     && ofd_lock(&file, wr, SHARED_FIRST, SHARED_SIZE, deadline)
                         .map_err(Self::mount_err("lock", &path))?;
                 all(got);
-                Ok((Locked { file }, None))
+                Ok((Locked::all(file), None))
             }
             JournalMode::Wal => {
                 let path = self.mnt.join(format!("{name}-shm"));
-                let file = self.open_file(name, true, &path)?;
+                // Under a writer lock, on its own open file: the WRITE lock it holds would
+                // conflict with any other, and stays held afterwards.
+                let held = held.filter(|h| h.mode == JournalMode::Wal);
+                let file = match held {
+                    Some(h) => h.locked.file.clone(),
+                    None => self.open_file(name, true, &path)?,
+                };
                 let got = ofd_lock(&file, libc::F_RDLCK as libc::c_short, SHM_DMS, 1, deadline)
                     .map_err(Self::mount_err("lock", &path))?
                     && ofd_lock(
@@ -205,9 +250,95 @@ impl MountApplier {
                     )
                     .map_err(Self::mount_err("lock", &path))?;
                 all(got);
-                Ok((Locked { file: file.clone() }, Some(file)))
+                let locked = match held {
+                    Some(_) => Locked {
+                        file: file.clone(),
+                        ranges: vec![(SHM_LOCKS + 1, SHM_LOCK_COUNT - 1)],
+                    },
+                    None => Locked::all(file.clone()),
+                };
+                Ok((locked, Some(file)))
             }
         }
+    }
+
+    /// Takes SQLite's write lock on database `name` (see [`WriterLock`]), waiting for the
+    /// local writer in a transaction to finish, until `deadline`. `None` if the database has
+    /// no file yet (no local writer can be in it). Fails with `EAGAIN` (as a mount error) if
+    /// local writers still held it at the deadline.
+    pub fn lock_writers(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<Option<WriterLock>, ApplyError> {
+        let db = self.store.create_db(name)?;
+        if !db.is_present() {
+            return Ok(None);
+        }
+        let mode = db.mode();
+        let (path, shm, dms) = match mode {
+            JournalMode::Rollback => (self.mnt.join(name), false, None),
+            JournalMode::Wal => (self.mnt.join(format!("{name}-shm")), true, Some(SHM_DMS)),
+        };
+        let file = self.open_file(name, shm, &path)?;
+        let locked = Locked {
+            file: file.clone(),
+            ranges: vec![(0, 0)],
+        };
+        if let Some(dms) = dms {
+            if !ofd_lock(&file, libc::F_RDLCK as libc::c_short, dms, 1, deadline)
+                .map_err(Self::mount_err("lock", &path))?
+            {
+                return Err(ApplyError::Mount {
+                    op: "lock",
+                    path,
+                    source: io::Error::from_raw_os_error(libc::EAGAIN),
+                });
+            }
+        }
+        let shared = if shm {
+            let db_path = self.mnt.join(name);
+            let db_file = self.open_file(name, false, &db_path)?;
+            if !ofd_lock(
+                &db_file,
+                libc::F_RDLCK as libc::c_short,
+                SHARED_FIRST,
+                SHARED_SIZE,
+                deadline,
+            )
+            .map_err(Self::mount_err("lock", &db_path))?
+            {
+                return Err(ApplyError::Mount {
+                    op: "lock",
+                    path: db_path,
+                    source: io::Error::from_raw_os_error(libc::EAGAIN),
+                });
+            }
+            Some(Locked::all(db_file))
+        } else {
+            None
+        };
+        let write_byte = if shm { SHM_LOCKS } else { PENDING_BYTE + 1 };
+        if !ofd_lock(
+            &file,
+            libc::F_WRLCK as libc::c_short,
+            write_byte,
+            1,
+            deadline,
+        )
+        .map_err(Self::mount_err("lock", &path))?
+        {
+            return Err(ApplyError::Mount {
+                op: "lock",
+                path,
+                source: io::Error::from_raw_os_error(libc::EAGAIN),
+            });
+        }
+        Ok(Some(WriterLock {
+            mode,
+            locked,
+            _shared: shared,
+        }))
     }
 
     /// The database file (or WAL index, `shm`) of `name` in the mount, opened for one batch.
@@ -246,15 +377,52 @@ impl MountApplier {
         name: &str,
         received: Vec<Received>,
     ) -> (Vec<Applied>, Option<ApplyError>) {
+        self.apply_batch_under(name, received, None)
+    }
+
+    /// [`MountApplier::apply_batch`], under the writer lock `held` (see
+    /// [`MountApplier::lock_writers`]) if there is one.
+    pub(crate) fn apply_batch_under(
+        &self,
+        name: &str,
+        received: Vec<Received>,
+        held: Option<&WriterLock>,
+    ) -> (Vec<Applied>, Option<ApplyError>) {
         let mut done = Vec::new();
         let db = match self.store.create_db(name) {
             Ok(db) => db,
             Err(e) => return (done, Some(e.into())),
         };
+        // This node's own transactions (written under the halt lock) coming back change
+        // nothing: no lock is taken for them (the writer that made them may still hold its
+        // own).
+        let own = |r: &Received| match r {
+            Received::File(path) => {
+                let mut start = [0u8; litefs_ltx::header::HEADER_SIZE];
+                File::open(path)
+                    .and_then(|f| litefs_store::fsutil::read_full_at(&f, &mut start, 0))
+                    .is_ok_and(|n| n == start.len() && db.is_own_ltx(&start))
+            }
+            Received::Memory { data, .. } => db.is_own_ltx(data),
+        };
+        let (mine, received): (Vec<_>, Vec<_>) = received.into_iter().partition(|r| own(r));
+        for r in mine {
+            let applied = match r {
+                Received::File(path) => db.apply_ltx_with(&path, false),
+                Received::Memory { data, .. } => db.apply_ltx_bytes(data, false),
+            };
+            match applied {
+                Ok(a) => done.push(a),
+                Err(e) => return (done, Some(e.into())),
+            }
+        }
+        if received.is_empty() {
+            return (done, None);
+        }
         let existed = db.is_present();
         let mode = db.mode();
         let (mut locked, shm) = if existed {
-            match self.exclude_readers(name, mode) {
+            match self.exclude_readers(name, mode, held) {
                 Ok((l, s)) => (Some(l), s),
                 Err(e) => {
                     return (done, Some(e));
@@ -303,7 +471,8 @@ impl MountApplier {
                 drop(locked.take());
             }
             if let (Some(shm), true) = (shm.as_ref(), last.commit > 0) {
-                if let Err(e) = self.write_wal_index(name, shm, last) {
+                let restart = done.iter().any(|a| a.folded);
+                if let Err(e) = self.write_wal_index(name, shm, last, restart) {
                     failure.get_or_insert(e);
                 }
             }
@@ -341,14 +510,27 @@ impl MountApplier {
         name: &str,
         shm: &Arc<File>,
         last: &Applied,
+        restart: bool,
     ) -> Result<(), ApplyError> {
         let shm_path = self.mnt.join(format!("{name}-shm"));
         let mut current = vec![0u8; WAL_INDEX_HEADER_SIZE];
         let n = litefs_store::fsutil::read_full_at(shm, &mut current, 0)
             .map_err(Self::mount_err("read", &shm_path))?;
         current.truncate(n);
-        let header = litefs_store::wal_index_header(&current, last.page_size, last.commit);
+        let header = litefs_store::wal_index_header(&current, last.page_size, last.commit, restart);
         shm.write_all_at(&header, 0)
-            .map_err(Self::mount_err("write", &shm_path))
+            .map_err(Self::mount_err("write", &shm_path))?;
+        // A reader maps the index's first page only if the file holds it; otherwise it must
+        // rebuild the index itself, which needs the WRITE lock (held on a primary under the
+        // halt lock: it would fail with SQLITE_PROTOCOL).
+        let len = shm
+            .metadata()
+            .map_err(Self::mount_err("stat", &shm_path))?
+            .len();
+        if len < WAL_INDEX_PAGE {
+            shm.set_len(WAL_INDEX_PAGE)
+                .map_err(Self::mount_err("truncate", &shm_path))?;
+        }
+        Ok(())
     }
 }

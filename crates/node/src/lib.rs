@@ -7,6 +7,7 @@
 
 mod api;
 mod apply;
+mod halt;
 pub mod role;
 
 use std::collections::{BTreeMap, HashMap};
@@ -254,11 +255,14 @@ pub async fn run(
         }));
     }
 
+    let halt_dir = opts.data_dir.join("locks");
     if !opts.skip_unmount {
-        litefs_fuse::unmount_stale(&opts.fuse_dir).map_err(|source| NodeError::Mount {
-            path: opts.fuse_dir.clone(),
-            source,
-        })?;
+        for dir in [&opts.fuse_dir, &halt_dir] {
+            litefs_fuse::unmount_stale(dir).map_err(|source| NodeError::Mount {
+                path: dir.clone(),
+                source,
+            })?;
+        }
     }
     let mount = litefs_fuse::mount(
         store.clone(),
@@ -269,6 +273,7 @@ pub async fn run(
             threads: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .clamp(2, 8),
+            halt_dir: Some(halt_dir),
         },
     )
     .map_err(|source| NodeError::Mount {
@@ -348,10 +353,16 @@ pub async fn run(
         handoffs: handoff_tx,
         cancel: cancel.clone(),
         tracker: tracker.clone(),
+        applier: std::sync::OnceLock::new(),
+        halts: api::halt::Halts::default(),
     });
-    tracker.spawn(api.clone().serve(listener));
-
     let mount_applier = MountApplier::new(store.clone(), mount_dir.clone(), mount.invalidator());
+    let _ = api.applier.set(mount_applier.clone());
+    let halter = Arc::new(halt::Halter::new(store.clone(), api.clone()));
+    mount.set_halt_locks(halter.clone());
+    tracker.spawn(api.clone().serve(listener));
+    tracker.spawn(expire_halts(api.clone(), cancel.clone()));
+
     tracker.spawn(sync_loop(mount_applier.clone(), cancel.clone()));
     let roles = Arc::new(Roles {
         store: store.clone(),
@@ -390,6 +401,9 @@ pub async fn run(
     let _ = role_task.await;
     tracker.close();
     tracker.wait().await;
+    // Halt locks: the ones this node holds, and the ones it gave out (files of the mount).
+    let _ = tokio::task::spawn_blocking(move || halter.close()).await;
+    api.halts.clear();
     drop(roles);
     // Last, once no task can register it again: the node's health check.
     let _ = tokio::time::timeout(SHUTDOWN_LEASE, leaser.close()).await;
@@ -412,6 +426,19 @@ pub async fn run(
     })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Drops the halt locks given out that were neither renewed nor used in time.
+async fn expire_halts(api: Arc<api::Api>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let api = api.clone();
+        let _ = tokio::task::spawn_blocking(move || api.halts.expire()).await;
+    }
 }
 
 /// [`MountApplier`] as replication's [`replica::Applier`].

@@ -227,6 +227,18 @@ impl WalTracker {
         }
     }
 
+    /// The WAL's page size.
+    pub(crate) fn page_size(&self) -> PageSize {
+        self.hdr.page_size
+    }
+
+    /// After its frames were copied into the database file: the WAL holds nothing SQLite may
+    /// read again (it starts a new one), and its last commit can no longer be undone.
+    pub(crate) fn forget_frames(&mut self) {
+        self.frames.clear();
+        self.last = None;
+    }
+
     fn pending_end(&self) -> u64 {
         self.pending
             .last()
@@ -366,6 +378,25 @@ pub struct Db {
     commits: std::sync::atomic::AtomicU64,
     /// How many transactions were retracted (see [`Db::retractions`]).
     retractions: std::sync::atomic::AtomicU64,
+    /// On a replica holding the cluster's halt lock on this database: where its transactions
+    /// go (see [`Db::set_halt_forward`]).
+    forward: Mutex<Option<ForwardSlot>>,
+    /// `forward` is set: SQLite may write here although the node is a replica.
+    halted: std::sync::atomic::AtomicBool,
+}
+
+/// Sends an LTX file written under the halt lock to the primary (its path, still under a
+/// temporary name); the transaction commits only if this succeeds.
+pub type Forward = Arc<dyn Fn(&Path) -> std::result::Result<(), String> + Send + Sync>;
+
+/// Holds the forwarder (a function has no `Debug`).
+#[derive(Clone)]
+struct ForwardSlot(Forward);
+
+impl std::fmt::Debug for ForwardSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forward")
+    }
 }
 
 /// Reads a page for an LTX file: its number, where it is, and the buffer to fill.
@@ -492,6 +523,8 @@ impl Db {
             published: Mutex::new(Pos::ZERO),
             commits: std::sync::atomic::AtomicU64::new(0),
             retractions: std::sync::atomic::AtomicU64::new(0),
+            forward: Mutex::new(None),
+            halted: std::sync::atomic::AtomicBool::new(false),
         };
         {
             let mut inner = db.lock();
@@ -539,16 +572,32 @@ impl Db {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Fails with [`Error::ReadOnly`] on a replica.
+    /// Fails with [`Error::ReadOnly`] on a replica, unless it holds the halt lock.
     fn check_writable(&self) -> Result<()> {
         if self
             .opts
             .readonly
             .load(std::sync::atomic::Ordering::Acquire)
+            && !self.is_halted()
         {
             return Err(Error::ReadOnly(self.name.clone()));
         }
         Ok(())
+    }
+
+    /// On a replica that holds the cluster's halt lock on this database: lets SQLite write,
+    /// and has every transaction go through `forward` (to the primary) before it commits.
+    /// `None` when the lock is released or lost: writes are refused again.
+    pub fn set_halt_forward(&self, forward: Option<Forward>) {
+        let on = forward.is_some();
+        *self.forward.lock().unwrap_or_else(|e| e.into_inner()) = forward.map(ForwardSlot);
+        self.halted.store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether this replica holds the halt lock on the database (see
+    /// [`Db::set_halt_forward`]).
+    pub fn is_halted(&self) -> bool {
+        self.halted.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The node id written into this process's LTX files.
@@ -1384,7 +1433,15 @@ impl Db {
         }
         let dirty = std::mem::take(&mut inner.dirty);
         let durable = inner.synced;
-        self.write_ltx(inner, ps, commit, dirty, None, durable)?;
+        // Under the halt lock the primary may refuse the transaction.
+        let keep = self.is_halted().then(|| dirty.clone());
+        if let Err(e) = self.write_ltx(inner, ps, commit, dirty, None, durable) {
+            // Not committed: SQLite rolls it back from its journal, rewriting these pages.
+            if let Some(dirty) = keep {
+                inner.dirty = dirty;
+            }
+            return Err(e);
+        }
         inner.synced = false;
         inner.mode = mode_of(&page1);
         Ok(())
@@ -1508,7 +1565,8 @@ impl Db {
             t.committed_end = end;
             t.committed_sum = last.checksum;
         }
-        if inner.pos.txid.is_zero() || self.opts.strict_verify {
+        if inner.pos.txid.is_zero() || self.opts.strict_verify || self.is_halted() {
+            // Under the halt lock the primary must have the transaction before it commits.
             self.write_ltx(inner, ps, commit, pages, Some(wal_fields), false)?;
         } else {
             // The WAL holds every page of the transaction until it restarts, so the LTX file
@@ -1792,6 +1850,17 @@ impl Db {
                 w.into_inner()
                     .map_err(|e| Error::io("write", &tmp)(e.into_error()))?
             };
+            let forward = self
+                .forward
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(ForwardSlot(forward)) = forward {
+                forward(&tmp).map_err(|why| Error::Forward {
+                    db: self.name.clone(),
+                    why,
+                })?;
+            }
             fsutil::rename(&tmp, &path, &file, durable).map_err(Error::io("rename", &path))?;
             if let Some(data) = bytes {
                 self.keep_recent(RecentLtx {

@@ -75,6 +75,15 @@ pub enum Error {
     /// A write on a node that is not the primary.
     #[error("database {0}: read-only on a replica (writes go to the primary)")]
     ReadOnly(String),
+    /// A transaction written under the halt lock was not accepted by the primary: it is not
+    /// committed here either.
+    #[error("database {db}: the primary did not take the transaction written under the halt lock: {why}")]
+    Forward {
+        /// The database.
+        db: String,
+        /// What the primary answered, or why it could not be reached.
+        why: String,
+    },
     /// A file offered as a database's new content is not a SQLite database.
     #[error("{path}: not a SQLite database ({why})")]
     NotADatabase {

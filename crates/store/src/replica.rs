@@ -35,6 +35,12 @@ pub struct Applied {
     pub commit: u32,
     /// This node's own LTX files that a snapshot replaced, moved to `ltx/diverged/`.
     pub diverged: Vec<PathBuf>,
+    /// Committed WAL frames were first copied into the database file (see [`Db::fold_wal`]):
+    /// the WAL index must start a new WAL.
+    pub folded: bool,
+    /// The file was this node's own transaction (written under the halt lock), already here,
+    /// coming back from the primary: nothing changed.
+    pub own: bool,
 }
 
 /// Size of the part of the WAL index (`-shm`) that [`wal_index_header`] rewrites: two copies of
@@ -47,9 +53,16 @@ const WAL_INDEX_VERSION: u32 = 3_007_000;
 /// The WAL-index header that makes WAL-mode readers see a database of `pages` pages of
 /// `page_size`, entirely in the database file (no WAL frames), from the header they have now
 /// (`current`, its first [`WAL_INDEX_HEADER_SIZE`] bytes, or shorter if the index is new).
-/// The change counter moves on, so every reader drops its cache. Native byte order, as SQLite
-/// keeps it.
-pub fn wal_index_header(current: &[u8], page_size: PageSize, pages: u32) -> [u8; 136] {
+/// The change counter moves on, so every reader drops its cache. With `restart` (the WAL's
+/// frames were copied into the database file, see [`Applied::folded`]) the first salt moves on
+/// too, as when SQLite restarts a WAL, so that no old frame can pass for a new one. Native byte
+/// order, as SQLite keeps it.
+pub fn wal_index_header(
+    current: &[u8],
+    page_size: PageSize,
+    pages: u32,
+    restart: bool,
+) -> [u8; 136] {
     let word = |at: usize| {
         current
             .get(at..at + 4)
@@ -58,7 +71,7 @@ pub fn wal_index_header(current: &[u8], page_size: PageSize, pages: u32) -> [u8;
     };
     let change = word(8).wrapping_add(1);
     let big_end = current.get(13).copied().unwrap_or(0);
-    let salts = [word(32), word(36)];
+    let salts = [word(32).wrapping_add(u32::from(restart)), word(36)];
     let mut hdr = [0u8; 48];
     hdr[0..4].copy_from_slice(&WAL_INDEX_VERSION.to_ne_bytes());
     hdr[8..12].copy_from_slice(&change.to_ne_bytes());
@@ -124,6 +137,20 @@ impl Db {
         self.apply_ltx_with(src, true)
     }
 
+    /// Whether the LTX file starting with `start` (its first bytes) is one of this node's own
+    /// transactions that the database already has: one written under the halt lock and
+    /// streamed back by the primary. Applying it changes nothing.
+    pub fn is_own_ltx(&self, start: &[u8]) -> bool {
+        let Some(h) = start
+            .get(..litefs_ltx::header::HEADER_SIZE)
+            .and_then(|b| b.try_into().ok())
+            .and_then(|b| Header::from_bytes(b).ok())
+        else {
+            return false;
+        };
+        !h.is_snapshot() && h.node_id == self.node_id() && h.max_txid <= self.pos().txid
+    }
+
     /// [`Db::apply_ltx`], with the syncs left to the caller when `durable` is false (applying
     /// a batch of files, then syncing once with [`Db::sync_applied`]). A replica that stops
     /// before the sync gets what it lost from the primary again.
@@ -180,6 +207,28 @@ impl Db {
         let mut inner = self.lock();
         self.check_available(&inner)?;
         let snapshot = h.is_snapshot();
+        if !snapshot && h.node_id == self.node_id() && h.max_txid <= inner.pos.txid {
+            // A transaction this node wrote under the halt lock, streamed back by the primary.
+            if !in_memory {
+                let _ = fs::remove_file(src);
+            }
+            return Ok(Applied {
+                pos: inner.pos,
+                snapshot: false,
+                pages: Vec::new(),
+                page_size: inner.page_size.unwrap_or(h.page_size),
+                commit: inner.sums.len(),
+                diverged: Vec::new(),
+                folded: false,
+                own: true,
+            });
+        }
+        if self.is_halted() {
+            // The primary wrote a transaction of its own: it no longer holds this node's halt
+            // lock, and this node's writes would not apply there.
+            tracing::warn!(db = %self.name(), txid = %h.max_txid, "a transaction from the primary arrived under the halt lock: the lock is gone, writes are refused again");
+            self.set_halt_forward(None);
+        }
         if !snapshot {
             let want = Pos::new(
                 h.min_txid.prev().unwrap_or(TXID::ZERO),
@@ -239,6 +288,9 @@ impl Db {
             self.remember_range(h.min_txid, h.max_txid);
         }
 
+        // Transactions of this node still in its WAL (a former primary, or writes under the
+        // halt lock) go into the database file first: the pages are written there.
+        let folded = self.fold_wal(&mut inner)?;
         // The pages.
         let ps = h.page_size;
         if snapshot || inner.page_size != Some(ps) {
@@ -352,7 +404,72 @@ impl Db {
             page_size: ps,
             commit: h.commit,
             diverged,
+            folded: !folded.is_empty(),
+            own: false,
         })
+        .map(|mut a| {
+            a.pages.extend(folded);
+            a
+        })
+    }
+
+    /// Copies the WAL's committed frames (the newest of each page) into the database file and
+    /// forgets them, so that the database file alone holds the database, as a checkpoint of
+    /// the whole WAL would. The caller keeps SQLite out (every lock of the WAL index) and then
+    /// tells its readers to start a new WAL. Returns the pages copied.
+    pub(crate) fn fold_wal(&self, inner: &mut crate::db::Inner) -> Result<Vec<PageNum>> {
+        let Some((ps, frames)) = inner
+            .wal
+            .as_ref()
+            .filter(|t| !t.frames.is_empty())
+            .map(|t| (t.page_size(), t.frames.clone()))
+        else {
+            return Ok(Vec::new());
+        };
+        // Queued LTX files read their pages from these frames.
+        self.flush_deferred()?;
+        self.sync_ltx(inner)?;
+        let wal_path = self.dir().join(FileKind::Wal.backing_name());
+        let db_path = self.dir().join(FileKind::Database.backing_name());
+        let wal = inner
+            .wal_file
+            .as_ref()
+            .map(File::try_clone)
+            .transpose()
+            .map_err(Error::io("open", &wal_path))?;
+        let wal = match wal {
+            Some(f) => f,
+            None => File::open(&wal_path).map_err(Error::io("open", &wal_path))?,
+        };
+        let mut buf = vec![0u8; ps.bytes()];
+        let mut pages = Vec::with_capacity(frames.len());
+        for (&pgno, &off) in &frames {
+            let Some(p) = PageNum::new(pgno) else {
+                continue;
+            };
+            if pgno > inner.sums.len() || p == ps.lock_pgno() {
+                continue;
+            }
+            wal.read_exact_at(&mut buf, off + FRAME_HEADER_SIZE)
+                .map_err(Error::io("read", &wal_path))?;
+            inner
+                .db
+                .write_all_at(&buf, ps.offset_of(p))
+                .map_err(Error::io("write", &db_path))?;
+            pages.push(p);
+        }
+        let len = u64::from(inner.sums.len()) * u64::from(ps.get());
+        inner
+            .db
+            .set_len(len)
+            .map_err(Error::io("truncate", &db_path))?;
+        // Durable before SQLite may write over the WAL.
+        inner.db.sync_data().map_err(Error::io("sync", &db_path))?;
+        if let Some(t) = inner.wal.as_mut() {
+            t.forget_frames();
+        }
+        tracing::info!(db = %self.name(), pages = pages.len(), "copied the WAL's transactions into the database file");
+        Ok(pages)
     }
 
     /// Makes everything [`Db::apply_ltx_with`] wrote without syncing durable: one `syncfs` of

@@ -234,7 +234,7 @@ fn event_line(
 
 /// Milliseconds since the epoch as RFC 3339 in UTC, the fraction without trailing zeros (as
 /// Go's `time.Time` marshals it).
-fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let milli = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
