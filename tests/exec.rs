@@ -222,3 +222,60 @@ fn signals_are_forwarded_to_the_app_and_its_code_returned() {
     assert_eq!(node.wait_exit(), 42, "{}", node.log());
     assert!(node.path("got-term").exists());
 }
+
+#[test]
+fn the_proxy_holds_requests_while_the_app_exec_started_is_coming_up() {
+    let (proxy, app) = (free_port(), free_port());
+    let mut node = Node::new(
+        true,
+        &format!(
+            "exec: \"python3 $DIR/app.py\"\nproxy:\n  addr: 127.0.0.1:{proxy}\n  \
+             target: 127.0.0.1:{app}\n  db: db\n"
+        ),
+        &[(
+            "app.py",
+            &format!(
+                "import http.server, os, signal, sys, time\n\
+                 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n\
+                 # Comes up only once the test says so.\n\
+                 deadline = time.time() + 20\n\
+                 while not os.path.exists('$DIR/go') and time.time() < deadline:\n    \
+                     time.sleep(0.02)\n\
+                 class H(http.server.BaseHTTPRequestHandler):\n    \
+                     def do_GET(self):\n        \
+                         self.send_response(200)\n        \
+                         self.send_header('Content-Length', '2')\n        \
+                         self.end_headers()\n        \
+                         self.wfile.write(b'up')\n\
+                 http.server.HTTPServer(('127.0.0.1', {app}), H).serve_forever()\n"
+            ),
+        )],
+    );
+    node.start(&[]);
+    let health = format!("http://127.0.0.1:{proxy}/litefs/health");
+    let until = Instant::now() + EXIT;
+    while Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", &health])
+        .status()
+        .is_ok_and(|s| !s.success())
+    {
+        assert!(Instant::now() < until, "no proxy\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("http://127.0.0.1:{proxy}/");
+    let request = std::thread::spawn(move || {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "20", "-w", " %{http_code}", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    // Longer than the proxy waits for an application that is down: a proxy that did not know
+    // this one is starting would have answered 502 by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!request.is_finished(), "{}", request.join().unwrap());
+    fs::write(node.path("go"), "").unwrap();
+    assert_eq!(request.join().unwrap(), "up 200");
+    node.signal(libc::SIGTERM);
+    assert_eq!(node.wait_exit(), 0, "{}", node.log());
+}

@@ -483,3 +483,48 @@ fn with_forward_a_replica_sends_writes_to_the_primary_and_streams_the_answer_bac
     let got = curl(&["-b", &cookie, &format!("http://127.0.0.1:{bp}/items")]);
     assert_eq!((got.status, got.body.as_str()), (200, "1"));
 }
+
+#[test]
+fn with_the_app_down_requests_get_502_naming_it_and_pass_once_it_listens() {
+    let (opts, pp, pa) = with_proxy(Role::Primary);
+    let primary = MountedNode::start_with(opts);
+    sql(&primary, "db", None, "CREATE TABLE t (v);");
+    // The proxy answers its health check itself; nothing listens on the app's port.
+    wait_proxy(pp, &primary);
+    let unreachable = format!("the application is unreachable at 127.0.0.1:{pa}");
+    for args in [&["-X", "GET"][..], &["-X", "POST", "-d", "x"][..]] {
+        let started = Instant::now();
+        let url = format!("http://127.0.0.1:{pp}/items");
+        let got = curl(&[args, &[url.as_str()][..]].concat());
+        let took = started.elapsed();
+        assert_eq!(got.status, 502, "{args:?}: {}", got.body);
+        assert!(got.body.contains(&unreachable), "{args:?}: {}", got.body);
+        // No app of litefs-rs's to wait for: a short retry, not LiteFS's 30 s.
+        assert!(
+            took < Duration::from_secs(5),
+            "{args:?}: the 502 took {took:?}"
+        );
+    }
+
+    let app = App::start(&primary, pa);
+    let until = Instant::now() + CATCH_UP;
+    while std::net::TcpStream::connect(("127.0.0.1", pa)).is_err() {
+        assert!(Instant::now() < until, "the app never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = curl(&[&format!("http://127.0.0.1:{pp}/items")]);
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (200, "0"),
+        "{}",
+        primary.log()
+    );
+
+    // The app goes away again: the next request gets the 502 just as fast.
+    drop(app);
+    let started = Instant::now();
+    let got = curl(&[&format!("http://127.0.0.1:{pp}/items")]);
+    assert_eq!(got.status, 502, "{}", got.body);
+    assert!(got.body.contains(&unreachable), "{}", got.body);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

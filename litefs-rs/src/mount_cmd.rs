@@ -65,8 +65,12 @@ fn proxy_url(advertise_url: &str, proxy: &litefs_config::ProxyConfig) -> Result<
 }
 
 /// The proxy's settings, when `proxy.target` is set (then `proxy.addr` and `proxy.db` are
-/// required, as in LiteFS).
-fn proxy_options(config: &Config) -> Result<Option<(String, litefs_proxy::ProxyOptions)>> {
+/// required, as in LiteFS). `starts_app`: litefs-rs runs the application (`exec`), so until it
+/// first accepts a connection it is starting, and requests wait for it.
+fn proxy_options(
+    config: &Config,
+    starts_app: bool,
+) -> Result<Option<(String, litefs_proxy::ProxyOptions)>> {
     let p = &config.proxy;
     if p.target.is_empty() {
         return Ok(None);
@@ -88,6 +92,12 @@ fn proxy_options(config: &Config) -> Result<Option<(String, litefs_proxy::ProxyO
             primary_redirect_timeout: p.primary_redirect_timeout.as_std(),
             debug: p.debug,
             forward: p.forward,
+            target_start_wait: if starts_app {
+                litefs_proxy::TARGET_START_WAIT
+            } else {
+                litefs_proxy::TARGET_DOWN_WAIT
+            },
+            target_down_wait: litefs_proxy::TARGET_DOWN_WAIT,
         },
     )))
 }
@@ -146,6 +156,29 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
             )
         }
     };
+    let mut commands = Vec::new();
+    if !flags.exec.is_empty() {
+        commands.push(crate::exec::Exec {
+            args: flags.exec.clone(),
+            if_candidate: false,
+        });
+    } else {
+        for c in &config.exec {
+            let args = c
+                .args()
+                .with_context(|| format!("exec command {:?}", c.cmd))?;
+            if !args.is_empty() {
+                commands.push(crate::exec::Exec {
+                    args,
+                    if_candidate: c.if_candidate,
+                });
+            }
+        }
+    }
+    // litefs-rs starts the application itself when the last command runs on this node.
+    let starts_app = commands
+        .last()
+        .is_some_and(|c| !c.if_candidate || config.lease.candidate);
     let signals = block_shutdown_signals()?;
     let opts = NodeOptions {
         data_dir: resolve(&config.data.dir)?,
@@ -166,28 +199,9 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         reconnect_delay: config.lease.reconnect_delay.as_std(),
         demote_delay: config.lease.demote_delay.as_std(),
         stale_timeout: Some(config.lease.stale_timeout.as_std()).filter(|d| !d.is_zero()),
-        proxy: proxy_options(&config)?,
+        proxy: proxy_options(&config, starts_app)?,
         skip_sync: config.skip_sync,
     };
-    let mut commands = Vec::new();
-    if !flags.exec.is_empty() {
-        commands.push(crate::exec::Exec {
-            args: flags.exec.clone(),
-            if_candidate: false,
-        });
-    } else {
-        for c in &config.exec {
-            let args = c
-                .args()
-                .with_context(|| format!("exec command {:?}", c.cmd))?;
-            if !args.is_empty() {
-                commands.push(crate::exec::Exec {
-                    args,
-                    if_candidate: c.if_candidate,
-                });
-            }
-        }
-    }
     let candidate = config.lease.candidate;
     let skip_sync = config.skip_sync;
     let (signal_tx, mut signal_rx) = tokio::sync::mpsc::unbounded_channel();

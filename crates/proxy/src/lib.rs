@@ -13,11 +13,28 @@
 //!   With no known primary it waits up to `primary-redirect-timeout`, then answers 503.
 //!
 //! Bodies are streamed both ways, frame by frame (no size limit, server-sent events flushed as
-//! they come), and upgrades (WebSocket) pass through. `X-Forwarded-For` and `X-Forwarded-Proto` are set. The application being down
-//! gives 502 with the reason.
+//! they come), and upgrades (WebSocket) pass through. `X-Forwarded-For` and
+//! `X-Forwarded-Proto` are set.
+//!
+//! When the application does not accept the connection, the client gets 502 with
+//! `Proxy error: the application is unreachable at <target>: <reason>`. How long a request
+//! first retries a refused connection depends on what the proxy knows of the application:
+//!
+//! - While it is starting (litefs-rs started it with `exec`, and it has not accepted a
+//!   connection yet), a request waits for it up to [`ProxyOptions::target_start_wait`]
+//!   (30 s, as LiteFS waits for every request), so the first requests after a start are served
+//!   rather than refused.
+//! - Otherwise (it was reached before and stopped listening, it is not litefs-rs's to start,
+//!   or it did not come up within the start wait) nothing is listening: a request waits only
+//!   [`ProxyOptions::target_down_wait`] (1 s, enough for a quick restart), then gets its 502.
+//!   LiteFS holds every such request for 30 s, which looks like a hung site.
+//!
+//! A write a replica forwards to the primary's proxy (`proxy.forward`) gets the short wait
+//! too, and 502 naming the primary's proxy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +59,16 @@ const FORWARDED_HEADER: &str = "litefs-forwarded";
 const COOKIE_MAX_AGE: Duration = Duration::from_secs(300);
 /// How long a read waits for the local database to reach the client's transaction.
 pub const TXID_WAIT: Duration = Duration::from_secs(5);
-/// How long connecting to the application may take (it may still be starting).
-const TARGET_CONNECT: Duration = Duration::from_secs(30);
+/// How long a request waits for an application that is starting (LiteFS's dial timeout).
+pub const TARGET_START_WAIT: Duration = Duration::from_secs(30);
+/// How long a request waits for an application that refuses connections otherwise.
+pub const TARGET_DOWN_WAIT: Duration = Duration::from_secs(1);
+/// The application has not accepted a connection yet.
+const APP_STARTING: u8 = 0;
+/// The application accepted the last connection.
+const APP_UP: u8 = 1;
+/// The application refused connections for a whole wait.
+const APP_DOWN: u8 = 2;
 
 /// The proxy's settings (`proxy.*`).
 #[derive(Clone, Debug)]
@@ -65,6 +90,12 @@ pub struct ProxyOptions {
     /// `proxy.forward`: on a replica, forward writes to the primary's proxy instead of
     /// answering `fly-replay`.
     pub forward: bool,
+    /// Until the application first accepts a connection, how long a request retries a refused
+    /// connection ([`TARGET_START_WAIT`] when litefs-rs starts the application).
+    pub target_start_wait: Duration,
+    /// After that, or for the primary's proxy, how long a request retries a refused
+    /// connection before the 502 ([`TARGET_DOWN_WAIT`]).
+    pub target_down_wait: Duration,
 }
 
 /// Why the proxy could not start.
@@ -134,6 +165,8 @@ struct Proxy {
     /// The primary's proxy (`http://host:port`), when it advertises one.
     primary_proxy: watch::Receiver<Option<String>>,
     opts: ProxyOptions,
+    /// What the proxy knows of the application: [`APP_STARTING`], [`APP_UP`], [`APP_DOWN`].
+    app: AtomicU8,
 }
 
 impl Proxy {
@@ -317,26 +350,66 @@ impl Proxy {
         resp
     }
 
-    async fn send(
-        &self,
-        target: &str,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, String> {
-        let target = target.to_owned();
-        let deadline = tokio::time::Instant::now() + TARGET_CONNECT;
-        // The application may still be starting: retry a refused connection.
-        let tcp = loop {
-            match tokio::net::TcpStream::connect(&target).await {
-                Ok(t) => break t,
-                Err(e)
+    /// How long a request retries a refused connection to `target`.
+    fn connect_wait(&self, target: &str) -> Duration {
+        if target == self.opts.target && self.app.load(Ordering::Relaxed) == APP_STARTING {
+            self.opts.target_start_wait
+        } else {
+            self.opts.target_down_wait
+        }
+    }
+
+    /// Connects to `target`, retrying a refused connection for [`Proxy::connect_wait`].
+    async fn connect(&self, target: &str) -> Result<tokio::net::TcpStream, String> {
+        let app = target == self.opts.target;
+        let wait = self.connect_wait(target);
+        let deadline = tokio::time::Instant::now() + wait;
+        let result = loop {
+            // Each attempt is bounded too (by what is left of the wait, at least 1 s), so an
+            // address that drops connection attempts does not hold the request for minutes.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = left.max(Duration::from_secs(1));
+            match tokio::time::timeout(attempt, tokio::net::TcpStream::connect(target)).await {
+                Ok(Ok(t)) => break Ok(t),
+                Ok(Err(e))
                     if e.kind() == std::io::ErrorKind::ConnectionRefused
                         && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(format!("connect to {target}: {e}")),
+                Ok(Err(e)) => break Err(e.to_string()),
+                Err(_) => break Err(format!("no connection after {attempt:?}")),
             }
         };
+        let what = if app {
+            "the application"
+        } else {
+            "the primary's proxy"
+        };
+        match result {
+            Ok(tcp) => {
+                if app && self.app.swap(APP_UP, Ordering::Relaxed) == APP_DOWN {
+                    tracing::info!(%target, "the application accepts connections again");
+                }
+                Ok(tcp)
+            }
+            Err(e) => {
+                if app && self.app.swap(APP_DOWN, Ordering::Relaxed) != APP_DOWN {
+                    tracing::warn!(%target, "the application is unreachable ({e}); requests get 502");
+                }
+                Err(format!(
+                    "{what} is unreachable at {target}: {e} (waited {wait:?})"
+                ))
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        target: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, String> {
+        let tcp = self.connect(target).await?;
         let _ = tcp.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
@@ -349,7 +422,7 @@ impl Proxy {
         sender
             .send_request(req)
             .await
-            .map_err(|e| format!("{target}: {e}"))
+            .map_err(|e| format!("no answer from {target}: {e}"))
     }
 }
 
@@ -379,6 +452,7 @@ pub async fn serve(
         primary,
         primary_proxy,
         opts,
+        app: AtomicU8::new(APP_STARTING),
     });
     loop {
         let (tcp, peer) = tokio::select! {
