@@ -223,6 +223,181 @@ fn signals_are_forwarded_to_the_app_and_its_code_returned() {
     assert!(node.path("got-term").exists());
 }
 
+/// Waits until the node's log contains `text`.
+fn wait_log(node: &Node, text: &str) {
+    let until = Instant::now() + EXIT;
+    while !node.log().contains(text) {
+        assert!(
+            Instant::now() < until,
+            "no {text:?} in the log\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `proxy` section for `litefs.yml`: the proxy on `addr`, the application on a port where
+/// nothing listens.
+fn proxy_section(addr: u16) -> String {
+    format!(
+        "proxy:\n  addr: 127.0.0.1:{addr}\n  target: 127.0.0.1:{}\n  db: db\n",
+        free_port()
+    )
+}
+
+/// Reads and writes through the mount with the sqlite3 CLI; the row count.
+fn write_and_read(node: &Node) -> String {
+    let out = Command::new("sqlite3")
+        .arg(node.path("mnt/db"))
+        .arg("CREATE TABLE IF NOT EXISTS t (x); INSERT INTO t VALUES (1); SELECT count(*) FROM t;")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sqlite3: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.log()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A started primary whose proxy's address is taken (by the listener returned, with its port):
+/// the node mounts, becomes ready, then its proxy fails to bind.
+fn start_with_the_proxy_address_taken(exit_on_error: bool) -> (Node, u16, std::net::TcpListener) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut node = Node::new(
+        true,
+        &format!("exit-on-error: {exit_on_error}\n{}", proxy_section(port)),
+        &[],
+    );
+    node.start(&[]);
+    (node, port, taken)
+}
+
+#[test]
+fn with_exit_on_error_a_proxy_that_cannot_bind_stops_the_node_with_code_1() {
+    let (mut node, port, _taken) = start_with_the_proxy_address_taken(true);
+    assert_eq!(node.wait_exit(), 1, "{}", node.log());
+    let log = node.log();
+    assert!(
+        log.contains(&format!(
+            "the node failed: proxy: listen on 127.0.0.1:{port}: Address already in use"
+        )) && log.contains("shutting down (exit-on-error: true)"),
+        "{log}"
+    );
+    // A clean stop after the failure: the node had mounted, and stopped as on a signal.
+    assert!(log.contains("mounted") && log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn with_exit_on_error_an_app_that_cannot_start_stops_the_node_with_code_1() {
+    let mut node = Node::new(
+        true,
+        "exit-on-error: true\nexec: \"$DIR/no-such-app --serve\"\n",
+        &[],
+    );
+    node.start(&[]);
+    assert_eq!(node.wait_exit(), 1, "{}", node.log());
+    let log = node.log();
+    assert!(
+        log.contains("start exec command")
+            && log.contains("no-such-app --serve")
+            && log.contains("shutting down (exit-on-error: true)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn without_exit_on_error_a_node_whose_proxy_cannot_bind_keeps_serving_until_sigterm() {
+    let (mut node, port, _taken) = start_with_the_proxy_address_taken(false);
+    wait_log(&node, "the node keeps running for debugging");
+    assert!(
+        node.log().contains(&format!(
+            "the node failed: proxy: listen on 127.0.0.1:{port}"
+        )),
+        "{}",
+        node.log()
+    );
+    // Still running, still mounted, and the databases still take reads and writes.
+    assert!(
+        node.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "litefs-rs exited\n{}",
+        node.log()
+    );
+    assert!(is_mounted(&node.path("mnt")));
+    assert_eq!(write_and_read(&node), "1");
+    assert_eq!(write_and_read(&node), "2");
+    node.signal(libc::SIGTERM);
+    assert_eq!(node.wait_exit(), 0, "{}", node.log());
+}
+
+#[test]
+fn without_exit_on_error_a_failed_migration_closes_the_proxy_and_keeps_the_mount() {
+    let proxy = free_port();
+    // The migration fails once the proxy serves (so that closing it can be seen).
+    let migrate = format!(
+        "for i in $(seq 500); do\n  \
+           code=$(curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{proxy}/litefs/health)\n  \
+           if [ \"$code\" = 200 ]; then echo $code > $DIR/health; exit 4; fi\n  \
+           sleep 0.02\n\
+         done\nexit 5\n"
+    );
+    let mut node = Node::new(
+        true,
+        &format!(
+            "exit-on-error: false\nexec:\n  - cmd: \"sh $DIR/migrate.sh\"\n  \
+             - cmd: \"touch $DIR/app-ran\"\n{}",
+            proxy_section(proxy)
+        ),
+        &[("migrate.sh", &migrate)],
+    );
+    node.start(&[]);
+    wait_log(&node, "the node keeps running for debugging");
+    let log = node.log();
+    assert!(
+        log.contains("failed with exit code 4"),
+        "the migration did not fail as planned\n{log}"
+    );
+    assert_eq!(
+        fs::read_to_string(node.path("health")).unwrap().trim(),
+        "200"
+    );
+    // The proxy goes away; the application never ran.
+    let until = Instant::now() + EXIT;
+    while std::net::TcpStream::connect(("127.0.0.1", proxy)).is_ok() {
+        assert!(
+            Instant::now() < until,
+            "the proxy still accepts\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!node.path("app-ran").exists());
+    assert!(is_mounted(&node.path("mnt")));
+    assert_eq!(write_and_read(&node), "1");
+    node.signal(libc::SIGTERM);
+    assert_eq!(node.wait_exit(), 0, "{}", node.log());
+}
+
+#[test]
+fn without_exit_on_error_a_node_that_cannot_start_stays_up_until_sigterm() {
+    let mut node = Node::new(true, "exit-on-error: false\n", &[]);
+    // The data directory is a file: the store cannot open.
+    fs::write(node.path("data"), "not a directory").unwrap();
+    node.start(&[]);
+    wait_log(&node, "staying up for debugging");
+    assert!(node.log().contains("open data directory"), "{}", node.log());
+    assert!(
+        node.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "litefs-rs exited\n{}",
+        node.log()
+    );
+    assert!(!is_mounted(&node.path("mnt")));
+    node.signal(libc::SIGTERM);
+    assert_eq!(node.wait_exit(), 0, "{}", node.log());
+}
+
 #[test]
 fn the_proxy_holds_requests_while_the_app_exec_started_is_coming_up() {
     let (proxy, app) = (free_port(), free_port());

@@ -2,7 +2,8 @@
 //! once with `skip-sync`). All but the last run to completion, in order (migrations); a
 //! command with `if-candidate: true` runs only on a candidate. The last one is the application:
 //! SIGINT and SIGTERM are forwarded to it, and when it exits the node shuts down and
-//! `litefs-rs` exits with its code.
+//! `litefs-rs` exits with its code. A command that cannot start, or one before the application
+//! that fails, is a failure of the node ([`Outcome::Failed`]; `exit-on-error` decides).
 
 use std::process::{Command, ExitStatus};
 
@@ -19,12 +20,21 @@ pub struct Exec {
 }
 
 /// What ended the wait for the node.
+#[derive(Debug)]
 pub enum Outcome {
     /// A shutdown signal arrived (the commands did not all run).
     Signal(libc::c_int),
-    /// The commands ran; the last one's exit code (or 1 if a command could not run or failed
-    /// before it).
+    /// The last command (the application) exited with this code, or a command before it did
+    /// after a shutdown signal was forwarded to it.
     Exited(i32),
+    /// A command could not start, or one before the application failed: the node's run
+    /// failed (`exit-on-error` decides what follows).
+    Failed {
+        /// The exit code to stop with: the failed command's, or 1 if it could not start.
+        code: i32,
+        /// What failed.
+        error: anyhow::Error,
+    },
 }
 
 /// The shell's convention for an exit status: the code, or 128 + the signal that killed it.
@@ -134,18 +144,20 @@ pub async fn supervise(
                 return Outcome::Exited(code);
             }
             Ok((0, false)) => {}
-            Ok((code, forwarded)) => {
-                tracing::error!(code, cmd = %cmd.args.join(" "), "exec command failed");
-                return if forwarded {
-                    Outcome::Exited(code)
-                } else {
-                    Outcome::Exited(code.max(1))
+            Ok((code, true)) => {
+                tracing::info!(code, cmd = %cmd.args.join(" "), "exec command stopped by the signal");
+                return Outcome::Exited(code);
+            }
+            Ok((code, false)) => {
+                return Outcome::Failed {
+                    code: code.max(1),
+                    error: anyhow::anyhow!(
+                        "exec command {:?} failed with exit code {code}",
+                        cmd.args.join(" ")
+                    ),
                 };
             }
-            Err(e) => {
-                tracing::error!("{e:#}");
-                return Outcome::Exited(1);
-            }
+            Err(error) => return Outcome::Failed { code: 1, error },
         }
     }
     // Every command was skipped: serve until a signal, as without exec.

@@ -1,5 +1,11 @@
 //! `litefs-rs mount`: run the node (store, mount, internal API, replication) until SIGINT or
 //! SIGTERM, then shut down cleanly (stop every task, unmount, make every LTX file durable).
+//!
+//! `exit-on-error`: when the node fails (it cannot start, a part of it stops at run time such
+//! as the proxy failing to bind, or an exec command cannot start or fails before the
+//! application), `true` stops the application as a SIGTERM would, shuts the node down cleanly
+//! and exits with code 1 (a failed command's own code); `false` logs the failure, closes the
+//! proxy and goes on serving what still works until SIGINT or SIGTERM, then exits with 0.
 
 use std::path::{Path, PathBuf};
 
@@ -204,7 +210,10 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
     };
     let candidate = config.lease.candidate;
     let skip_sync = config.skip_sync;
+    let exit_on_error = config.exit_on_error;
     let (signal_tx, mut signal_rx) = tokio::sync::mpsc::unbounded_channel();
+    // With exit-on-error, a failure stops the application as a SIGTERM would.
+    let stop_app = signal_tx.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
@@ -231,38 +240,78 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         let shutdown = CancellationToken::new();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let mut node = tokio::spawn(litefs_node::run(opts, shutdown.clone(), Some(started_tx)));
-        let status = tokio::select! {
-            s = started_rx => s.ok(),
-            r = &mut node => {
-                r.context("the node task failed")??;
-                return Ok(0);
+        let Ok(mut status) = started_rx.await else {
+            // The node stopped before it served: it could not start.
+            let error = match node.await {
+                Ok(Ok(())) => return Ok(0),
+                Ok(Err(e)) => anyhow::Error::new(e),
+                Err(e) => anyhow::Error::new(e).context("the node task failed"),
+            };
+            if exit_on_error {
+                return Err(error);
             }
+            tracing::error!("{error:#}");
+            tracing::warn!(
+                "exit-on-error is false: staying up for debugging, with nothing mounted or \
+                 served, until SIGINT or SIGTERM"
+            );
+            if let Some(sig) = signal_rx.recv().await {
+                tracing::info!(signal = signal_name(sig), "shutting down");
+            }
+            return Ok(0);
         };
-        let code = match status {
-            None => 0,
-            Some(status) if !commands.is_empty() => {
-                let supervised = crate::exec::supervise(
-                    commands,
-                    candidate,
-                    skip_sync,
-                    status.ready,
-                    &mut signal_rx,
-                );
+        let proxy = status.clone();
+        // Set when a run-time failure of the node stops it (exit-on-error).
+        let mut stopping = false;
+        let mut failure_seen = false;
+        let outcome = {
+            let supervised = crate::exec::supervise(
+                commands,
+                candidate,
+                skip_sync,
+                status.ready.clone(),
+                &mut signal_rx,
+            );
+            tokio::pin!(supervised);
+            loop {
                 tokio::select! {
-                    outcome = supervised => match outcome {
-                        crate::exec::Outcome::Signal(sig) => {
-                            tracing::info!(signal = signal_name(sig), "shutting down");
-                            0
+                    outcome = &mut supervised => break outcome,
+                    failure = status.failed(), if !failure_seen => {
+                        failure_seen = true;
+                        let failure = anyhow::Error::new(failure);
+                        if exit_on_error {
+                            tracing::error!(
+                                "the node failed: {failure:#}; shutting down (exit-on-error: true)"
+                            );
+                            stopping = true;
+                            // The application (if any) is stopped first, as for a SIGTERM.
+                            let _ = stop_app.send(libc::SIGTERM);
+                        } else {
+                            tracing::error!("the node failed: {failure:#}");
+                            stay_up(&proxy);
                         }
-                        crate::exec::Outcome::Exited(code) => code,
-                    },
+                    }
                     r = &mut node => {
                         r.context("the node task failed")??;
                         return Ok(0);
                     }
                 }
             }
-            Some(_) => {
+        };
+        let code = match outcome {
+            _ if stopping => 1,
+            crate::exec::Outcome::Signal(sig) => {
+                tracing::info!(signal = signal_name(sig), "shutting down");
+                0
+            }
+            crate::exec::Outcome::Exited(code) => code,
+            crate::exec::Outcome::Failed { code, error } if exit_on_error => {
+                tracing::error!("{error:#}; shutting down (exit-on-error: true)");
+                code
+            }
+            crate::exec::Outcome::Failed { error, .. } => {
+                tracing::error!("{error:#}");
+                stay_up(&proxy);
                 tokio::select! {
                     Some(sig) = signal_rx.recv() => {
                         tracing::info!(signal = signal_name(sig), "shutting down");
@@ -279,6 +328,16 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         node.await.context("the node task failed")??;
         Ok(code)
     })
+}
+
+/// With `exit-on-error: false`, after a failure: the proxy closes (so that no request reaches
+/// a broken node through it), everything else keeps serving until a signal.
+fn stay_up(status: &litefs_node::NodeStatus) {
+    status.close_proxy();
+    tracing::warn!(
+        "exit-on-error is false: the proxy is closed; the node keeps running for debugging \
+         (mount, internal API, replication) until SIGINT or SIGTERM"
+    );
 }
 
 fn signal_name(sig: libc::c_int) -> &'static str {

@@ -142,6 +142,9 @@ pub enum NodeError {
     /// Making the LTX files durable at shutdown failed.
     #[error("sync ltx files")]
     Sync(#[source] litefs_store::Error),
+    /// The proxy could not start (its address is taken, say).
+    #[error("proxy")]
+    Proxy(#[source] litefs_proxy::ProxyError),
 }
 
 /// What a running node reports.
@@ -149,6 +152,48 @@ pub enum NodeError {
 pub struct NodeStatus {
     /// True once the node has caught up with the primary (at once on the primary).
     pub ready: watch::Receiver<bool>,
+    /// The node's first run-time failure: a part of it that stopped and cannot go on (the
+    /// proxy could not bind its address, say). The node reports it and keeps serving the rest;
+    /// the caller decides whether to shut it down (`exit-on-error`).
+    failure: watch::Receiver<Option<Arc<NodeError>>>,
+    /// Closes the proxy (before it starts, or while it serves).
+    proxy: CancellationToken,
+}
+
+impl NodeStatus {
+    /// Waits for the node's first run-time failure; never returns while there is none (or
+    /// once the node has stopped).
+    pub async fn failed(&mut self) -> Arc<NodeError> {
+        loop {
+            if let Some(failure) = self.failure.borrow_and_update().clone() {
+                return failure;
+            }
+            if self.failure.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Stops the proxy: it no longer accepts connections and drops the ones it has. The rest
+    /// of the node (mount, internal API, replication) keeps running.
+    pub fn close_proxy(&self) {
+        self.proxy.cancel();
+    }
+}
+
+/// Reports a run-time failure of the node (only the first one is kept).
+fn report_failure(failure: &watch::Sender<Option<Arc<NodeError>>>, error: NodeError) {
+    if failure.receiver_count() == 0 {
+        // Nobody watches this node's failures: say it here.
+        tracing::error!("{}", litefs_store::error_chain(&error));
+    }
+    failure.send_if_modified(|f| {
+        if f.is_some() {
+            return false;
+        }
+        *f = Some(Arc::new(error));
+        true
+    });
 }
 
 /// `:port` means every interface.
@@ -305,14 +350,18 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr().map_or(addr.clone(), |a| a.to_string()), "internal API listening");
     let (handoff_tx, handoff_rx) = mpsc::channel(4);
     let (primary_proxy_tx, primary_proxy_rx) = watch::channel(None::<String>);
+    let (failure_tx, failure_rx) = watch::channel(None::<Arc<NodeError>>);
+    let failure_tx = Arc::new(failure_tx);
+    let proxy_cancel = cancel.child_token();
     if let Some((addr, proxy_opts)) = opts.proxy.clone() {
         let store = store.clone();
         let primary = primary_rx.clone();
         let primary_proxy = primary_proxy_rx.clone();
         let mut ready = ready_rx.clone();
-        let cancel = cancel.clone();
+        let cancel = proxy_cancel.clone();
         let proxy_tracker = tracker.clone();
         let skip_sync = opts.skip_sync;
+        let failure = failure_tx.clone();
         tracker.spawn(async move {
             // Only once the node is ready (the primary, or caught up with it).
             if !skip_sync {
@@ -332,7 +381,7 @@ pub async fn run(
             )
             .await
             {
-                tracing::error!("proxy: {}", litefs_store::error_chain(&e));
+                report_failure(&failure, NodeError::Proxy(e));
             }
         });
     }
@@ -391,7 +440,11 @@ pub async fn run(
         ));
     }
     if let Some(started) = started {
-        let _ = started.send(NodeStatus { ready: ready_rx });
+        let _ = started.send(NodeStatus {
+            ready: ready_rx,
+            failure: failure_rx,
+            proxy: proxy_cancel,
+        });
     }
 
     shutdown.cancelled().await;
