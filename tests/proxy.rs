@@ -1,7 +1,8 @@
 //! The HTTP proxy in front of the application: a real Python web app behind each node's proxy,
 //! real requests with curl. Writes to a replica get `fly-replay`, writes to the primary set the
 //! `__txid` cookie, a read with the cookie waits for the replica to catch up, health follows the
-//! replication lag, and a write with no primary anywhere gets 503.
+//! replication lag, a write with no primary anywhere gets 503, an application that is down gets
+//! a prompt 502, and a WebSocket echoes through the proxy (a handshake and frames built here).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,14 +14,57 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{sql, wait_caught_up, CATCH_UP};
 use support::consul::Consul;
-use support::mount::{free_port, MountedNode, NodeOptions, Role};
+use support::mount::{free_port, MountedNode, NodeOptions, Rng, Role};
 
 /// A small web app: `GET` answers the row count of `t` in the database, `POST` inserts its body
-/// as a row (201 `created`, header `X-App: yes`). Every request is logged to a file.
+/// as a row (201 `created`, header `X-App: yes`). `GET /websocket` is a WebSocket echo (RFC
+/// 6455: it logs `WEBSOCKET <accept>` and sends every frame back unmasked). Every request is
+/// logged to a file.
 const APP: &str = r#"
-import http.server, sqlite3, sys, time
+import base64, hashlib, http.server, sqlite3, struct, sys, time
 db, log, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 class H(http.server.BaseHTTPRequestHandler):
+    def websocket(self):
+        # RFC 6455: answer the handshake, then echo every frame back, unmasked.
+        key = self.headers.get("Sec-WebSocket-Key")
+        if (self.headers.get("Upgrade") or "").lower() != "websocket" or not key:
+            self.reply(400, b"not a WebSocket handshake")
+            return
+        digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        accept = base64.b64encode(digest).decode()
+        with open(log, "a") as f: f.write("WEBSOCKET %s\n" % accept)
+        self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                          "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept).encode())
+        self.wfile.flush()
+        self.close_connection = True
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2 or not head[1] & 0x80:
+                return  # gone, or an unmasked client frame (a protocol error)
+            first, n = head[0], head[1] & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self.rfile.read(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4)
+            data = self.rfile.read(n)
+            if len(data) < n:
+                return
+            keys = (mask * (n // 4 + 1))[:n]
+            payload = (int.from_bytes(data, "big") ^ int.from_bytes(keys, "big")).to_bytes(n, "big")
+            opcode = first & 0x0F
+            if opcode == 9:
+                first = 0x80 | 10  # ping: pong
+            if n < 126:
+                out = bytes([first, n])
+            elif n < 65536:
+                out = bytes([first, 126]) + struct.pack("!H", n)
+            else:
+                out = bytes([first, 127]) + struct.pack("!Q", n)
+            self.wfile.write(out + payload)
+            self.wfile.flush()
+            if opcode == 8:
+                return  # close: answered, and the connection ends
     def reply(self, code, body):
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -37,6 +81,9 @@ class H(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"data: %d\n\n" % i)
                 self.wfile.flush()
                 time.sleep(1)
+            return
+        if self.path == "/websocket":
+            self.websocket()
             return
         if self.path == "/ws":
             self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
@@ -174,18 +221,47 @@ fn with_proxy(role: Role) -> (NodeOptions, u16, u16) {
     )
 }
 
+/// A primary and a replica with table `t` in `db` (journal mode `mode`), each with its app
+/// behind its proxy, both proxies serving.
+struct Pair {
+    primary: MountedNode,
+    replica: MountedNode,
+    /// The primary's proxy port.
+    pp: u16,
+    /// The replica's proxy port.
+    rp: u16,
+    primary_app: App,
+    replica_app: App,
+}
+
+impl Pair {
+    fn start(mode: Option<&str>) -> Pair {
+        let (opts, pp, pa) = with_proxy(Role::Primary);
+        let primary = MountedNode::start_with(opts);
+        let (opts, rp, ra) = with_proxy(Role::Replica(primary.port()));
+        let replica = MountedNode::start_with(opts);
+        sql(&primary, "db", mode, "CREATE TABLE t (v);");
+        wait_caught_up(&primary, &[&replica], "db");
+        let primary_app = App::start(&primary, pa);
+        let replica_app = App::start(&replica, ra);
+        wait_proxy(pp, &primary);
+        wait_proxy(rp, &replica);
+        Pair {
+            primary,
+            replica,
+            pp,
+            rp,
+            primary_app,
+            replica_app,
+        }
+    }
+}
+
 #[test]
 fn writes_go_to_the_primary_and_a_client_reads_its_own_writes_on_a_replica() {
-    let (opts, pp, pa) = with_proxy(Role::Primary);
-    let primary = MountedNode::start_with(opts);
-    let (opts, rp, ra) = with_proxy(Role::Replica(primary.port()));
-    let replica = MountedNode::start_with(opts);
-    sql(&primary, "db", Some("wal"), "CREATE TABLE t (v);");
-    wait_caught_up(&primary, &[&replica], "db");
-    let primary_app = App::start(&primary, pa);
-    let replica_app = App::start(&replica, ra);
-    wait_proxy(pp, &primary);
-    wait_proxy(rp, &replica);
+    let pair = Pair::start(Some("wal"));
+    let (primary, replica, pp, rp) = (&pair.primary, &pair.replica, pair.pp, pair.rp);
+    let (primary_app, replica_app) = (&pair.primary_app, &pair.replica_app);
 
     // A write on the replica's proxy: replayed on the primary by Fly.io's edge, never handed to
     // the replica's app.
@@ -269,7 +345,7 @@ fn writes_go_to_the_primary_and_a_client_reads_its_own_writes_on_a_replica() {
         (got.status, got.body, started.elapsed())
     });
     // The replica has received the write and holds it back for the reader; the read waits.
-    support::cluster::wait_metric(&replica, "litefs_replica_queued_count 1");
+    support::cluster::wait_metric(replica, "litefs_replica_queued_count 1");
     let hold = Duration::from_millis(300);
     std::thread::sleep(hold);
     assert!(!read.is_finished(), "the read did not wait for the replica");
@@ -527,4 +603,170 @@ fn with_the_app_down_requests_get_502_naming_it_and_pass_once_it_listens() {
     assert_eq!(got.status, 502, "{}", got.body);
     assert!(got.body.contains(&unreachable), "{}", got.body);
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Standard base64 (with padding).
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The `Sec-WebSocket-Accept` answer to `key` (RFC 6455 section 4.2.2), computed by Python.
+fn websocket_accept(key: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import base64, hashlib, sys\n\
+             guid = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'\n\
+             print(base64.b64encode(hashlib.sha1((sys.argv[1] + guid).encode()).digest()).decode())",
+        )
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A WebSocket client on a raw TCP connection.
+struct WebSocket {
+    tcp: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl WebSocket {
+    /// The opening handshake on `GET /websocket`; the answer's headers (lower-case names).
+    fn connect(port: u16, key: &str) -> (WebSocket, Vec<(String, String)>) {
+        use std::io::BufRead as _;
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(CATCH_UP)).unwrap();
+        write!(
+            tcp,
+            "GET /websocket HTTP/1.1\r\nHost: app\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = std::io::BufReader::new(tcp.try_clone().unwrap());
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("a header line");
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        (WebSocket { tcp, reader }, headers)
+    }
+
+    /// Sends one final frame, masked as a client must.
+    fn send(&mut self, opcode: u8, payload: &[u8], rng: &mut Rng) {
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = (rng.next_u64() as u32).to_be_bytes();
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.tcp.write_all(&frame).unwrap();
+    }
+
+    /// Reads one frame from the server (never masked): its first byte and payload.
+    fn recv(&mut self) -> (u8, Vec<u8>) {
+        use std::io::Read as _;
+        let mut head = [0u8; 2];
+        self.reader.read_exact(&mut head).unwrap();
+        assert_eq!(head[1] & 0x80, 0, "a server frame is never masked");
+        let n = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.reader.read_exact(&mut b).unwrap();
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.reader.read_exact(&mut b).unwrap();
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(n).unwrap()];
+        self.reader.read_exact(&mut payload).unwrap();
+        (head[0], payload)
+    }
+}
+
+#[test]
+fn a_websocket_echoes_through_the_proxy_on_a_replica_and_on_the_primary() {
+    let pair = Pair::start(None);
+    let mut rng = Rng::from_env_or_time();
+    for (port, app, other) in [
+        (pair.rp, &pair.replica_app, &pair.primary_app),
+        (pair.pp, &pair.primary_app, &pair.replica_app),
+    ] {
+        let key = base64(&[rng.next_u64().to_le_bytes(), rng.next_u64().to_le_bytes()].concat());
+        let (mut ws, headers) = WebSocket::connect(port, &key);
+        let accept = websocket_accept(&key);
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            header("sec-websocket-accept"),
+            Some(accept.as_str()),
+            "{headers:?}"
+        );
+        assert_eq!(
+            header("upgrade").map(str::to_ascii_lowercase).as_deref(),
+            Some("websocket")
+        );
+        // The node's own app answered (a read stays on its node).
+        assert!(app.requests().contains(&format!("WEBSOCKET {accept}")));
+        assert!(!other.requests().contains(&format!("WEBSOCKET {accept}")));
+
+        let text = format!("hello through the proxy on port {port}");
+        ws.send(0x1, text.as_bytes(), &mut rng);
+        assert_eq!(ws.recv(), (0x81, text.into_bytes()));
+        let binary: Vec<u8> = (0..100_000).map(|_| rng.next_u64() as u8).collect();
+        ws.send(0x2, &binary, &mut rng);
+        let (first, echo) = ws.recv();
+        assert_eq!(first, 0x82);
+        assert!(echo == binary, "the 100 KB binary frame came back changed");
+        // Close (status 1000): echoed, then the connection ends.
+        ws.send(0x8, &1000u16.to_be_bytes(), &mut rng);
+        assert_eq!(ws.recv(), (0x88, 1000u16.to_be_bytes().to_vec()));
+        let mut rest = Vec::new();
+        use std::io::Read as _;
+        ws.reader.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{} bytes after the close", rest.len());
+    }
 }
