@@ -17,11 +17,11 @@ use support::consul::Consul;
 use support::mount::{free_port, MountedNode, NodeOptions, Rng, Role};
 
 /// A small web app: `GET` answers the row count of `t` in the database, `POST` inserts its body
-/// as a row (201 `created`, header `X-App: yes`). `GET /websocket` is a WebSocket echo (RFC
+/// as a row (201 `created`, header `X-App: yes`; `POST /both` also into `other.db` beside it). `GET /websocket` is a WebSocket echo (RFC
 /// 6455: it logs `WEBSOCKET <accept>` and sends every frame back unmasked). Every request is
 /// logged to a file.
 const APP: &str = r#"
-import base64, hashlib, http.server, sqlite3, struct, sys, time
+import base64, hashlib, http.server, os, sqlite3, struct, sys, time
 db, log, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 class H(http.server.BaseHTTPRequestHandler):
     def websocket(self):
@@ -115,6 +115,10 @@ class H(http.server.BaseHTTPRequestHandler):
         c = sqlite3.connect(db, isolation_level=None)
         c.execute("INSERT INTO t VALUES (?)", (data,))
         c.close()
+        if self.path == "/both":
+            c = sqlite3.connect(os.path.join(os.path.dirname(db), "other.db"), isolation_level=None)
+            c.execute("INSERT INTO t VALUES (?)", (data,))
+            c.close()
         self.reply(201, b"created")
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
@@ -370,6 +374,51 @@ fn writes_go_to_the_primary_and_a_client_reads_its_own_writes_on_a_replica() {
     // Without a cookie, reads go straight to the local app.
     let got = curl(&[&format!("http://127.0.0.1:{rp}/items")]);
     assert_eq!((got.status, got.body.as_str()), (200, "2"));
+}
+
+/// A write that touches two databases sets a cookie naming both, and a read with it on a
+/// replica waits for each.
+#[test]
+fn a_write_to_two_databases_sets_a_cookie_for_both() {
+    let pair = Pair::start(None);
+    let (primary, replica, pp, rp) = (&pair.primary, &pair.replica, pair.pp, pair.rp);
+    sql(primary, "other.db", None, "CREATE TABLE t (v);");
+    wait_caught_up(primary, &[replica], "other.db");
+    let got = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "x",
+        &format!("http://127.0.0.1:{pp}/both"),
+    ]);
+    assert_eq!(got.status, 201, "{}", got.body);
+    let cookie = got.header("set-cookie").expect("a cookie").to_owned();
+    let (db, other) = (primary.txid("db"), primary.txid("other.db"));
+    assert!(
+        cookie.starts_with(&format!("__txid=db:{db:016x}&other.db:{other:016x};")),
+        "{cookie}"
+    );
+    let value = cookie.split(';').next().unwrap().to_owned();
+    let got = curl(&["-b", &value, &format!("http://127.0.0.1:{rp}/items")]);
+    assert_eq!((got.status, got.body.as_str()), (200, "1"));
+    assert_eq!(replica.txid("other.db"), other);
+    // The read waits for the second database too: one it never reaches gives 504.
+    let far = format!("__txid=db:{db:016x}&other.db:00000000000fffff");
+    let got = curl(&["-b", &far, &format!("http://127.0.0.1:{rp}/items")]);
+    assert_eq!(got.status, 504);
+    // A write to the tracked database alone gets LiteFS's cookie.
+    let got = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        "y",
+        &format!("http://127.0.0.1:{pp}/items"),
+    ]);
+    let cookie = got.header("set-cookie").unwrap();
+    assert!(
+        cookie.starts_with(&format!("__txid={:016x};", primary.txid("db"))),
+        "{cookie}"
+    );
 }
 
 #[test]

@@ -5,10 +5,12 @@
 //! - `GET` and `HEAD` are reads, and so is a CORS preflight (`OPTIONS` with
 //!   `Access-Control-Request-Method`, which LiteFS treats as a write); a path matching an
 //!   `always-forward` pattern is a write whatever its method; every other request is a write.
-//! - A read with the `__txid` cookie waits until the tracked database has reached that
-//!   transaction (up to 5 s, then 504), so a client always reads its own writes.
-//! - A write on the primary goes to the application, and the response sets `__txid` to the
-//!   database's transaction id after it. On a replica it is answered with
+//! - A read with the `__txid` cookie waits until the local databases have reached the
+//!   transactions it names (up to 5 s, then 504), so a client always reads its own writes.
+//! - A write on the primary goes to the application, and the response sets `__txid`: as in
+//!   LiteFS, the transaction id of `proxy.db` after it (16 hex digits); when the write moved
+//!   other databases too (or only others), `name:txid` for each, joined by `&` (names
+//!   percent-encoded), which only litefs-rs's proxy reads. On a replica it is answered with
 //!   `fly-replay: instance=<primary's hostname>`, which Fly.io's edge replays on the primary.
 //!   With no known primary it waits up to `primary-redirect-timeout`, then answers 503.
 //!
@@ -135,8 +137,81 @@ pub fn glob_match(pattern: &str, path: &str) -> bool {
     tail.len() >= last.len() && tail.ends_with(last)
 }
 
+/// What a `__txid` cookie asks a read to wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Wanted {
+    /// LiteFS's form, 16 hex digits: this transaction of `proxy.db`.
+    Tracked(u64),
+    /// `name:txid` pairs joined by `&`, names percent-encoded: the write touched several
+    /// databases (or another than `proxy.db`).
+    Each(Vec<(String, u64)>),
+}
+
+/// Percent-encodes a database name for the cookie (cookie values allow no space, comma,
+/// semicolon, quote or backslash; `:` and `&` separate the parts).
+fn cookie_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_./~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn cookie_name_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The cookie value for `touched` (name, TXID) after a write, `proxy.db` being `tracked`.
+fn cookie_value(tracked: &str, touched: &[(String, u64)]) -> Option<String> {
+    match touched {
+        [] => None,
+        [(name, txid)] if name == tracked => Some(format!("{txid:016x}")),
+        _ => Some(
+            touched
+                .iter()
+                .map(|(name, txid)| format!("{}:{txid:016x}", cookie_name(name)))
+                .collect::<Vec<_>>()
+                .join("&"),
+        ),
+    }
+}
+
+fn parse_wanted(v: &str) -> Option<Wanted> {
+    let v = v.trim();
+    if !v.contains(':') {
+        return u64::from_str_radix(v, 16).ok().map(Wanted::Tracked);
+    }
+    v.split('&')
+        .map(|part| {
+            let (name, txid) = part.rsplit_once(':')?;
+            Some((
+                cookie_name_decode(name)?,
+                u64::from_str_radix(txid, 16).ok()?,
+            ))
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(Wanted::Each)
+}
+
 /// The `__txid` cookie's value, if the request carries a valid one.
-fn txid_cookie(req: &Request<Incoming>) -> Option<u64> {
+fn txid_cookie(req: &Request<Incoming>) -> Option<Wanted> {
     req.headers()
         .get_all(COOKIE)
         .iter()
@@ -144,7 +219,7 @@ fn txid_cookie(req: &Request<Incoming>) -> Option<u64> {
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == TXID_COOKIE)
-        .and_then(|(_, v)| u64::from_str_radix(v.trim(), 16).ok())
+        .and_then(|(_, v)| parse_wanted(v))
 }
 
 fn text(status: StatusCode, msg: &str) -> Response<ProxyBody> {
@@ -183,9 +258,19 @@ impl Proxy {
         }
     }
 
-    fn txid(&self) -> Option<u64> {
-        let db = self.store.db(&self.opts.db)?;
+    fn txid_of(&self, name: &str) -> Option<u64> {
+        let db = self.store.db(name)?;
         db.is_present().then(|| db.pos().txid.get())
+    }
+
+    /// The TXID of every database here.
+    fn positions(&self) -> Vec<(String, u64)> {
+        self.store
+            .dbs()
+            .iter()
+            .filter(|db| db.is_present())
+            .map(|db| (db.name().to_owned(), db.pos().txid.get()))
+            .collect()
     }
 
     async fn handle(
@@ -216,8 +301,8 @@ impl Proxy {
             return text(StatusCode::OK, "OK");
         }
         if !self.is_write(&req) {
-            if let Some(want) = txid_cookie(&req).filter(|t| *t > 0) {
-                if self.txid().is_some() && !self.wait_txid(want).await {
+            if let Some(want) = txid_cookie(&req) {
+                if !self.wait_txids(&want).await {
                     return text(StatusCode::GATEWAY_TIMEOUT, "Proxy timeout");
                 }
             }
@@ -257,11 +342,21 @@ impl Proxy {
         }
     }
 
-    /// Waits until the tracked database reaches `want`; false after [`TXID_WAIT`].
-    async fn wait_txid(&self, want: u64) -> bool {
+    /// Waits until every database the cookie names (that exists here) reaches its
+    /// transaction; false after [`TXID_WAIT`].
+    async fn wait_txids(&self, want: &Wanted) -> bool {
         let deadline = tokio::time::Instant::now() + TXID_WAIT;
+        let reached = |name: &str, txid: u64| {
+            txid == 0
+                || self.store.db(name).is_none_or(|db| !db.is_present())
+                || self.txid_of(name).is_some_and(|t| t >= txid)
+        };
         loop {
-            if self.txid().is_some_and(|t| t >= want) {
+            let done = match want {
+                Wanted::Tracked(txid) => reached(&self.opts.db, *txid),
+                Wanted::Each(list) => list.iter().all(|(name, txid)| reached(name, *txid)),
+            };
+            if done {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -317,6 +412,8 @@ impl Proxy {
             .headers()
             .contains_key(hyper::header::UPGRADE)
             .then(|| hyper::upgrade::on(&mut req));
+        // The databases the write touches: those whose position moves while it runs.
+        let before = write.then(|| self.positions());
         let mut resp = match self.send(target, req).await {
             Ok(resp) => resp,
             Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("Proxy error: {e}")),
@@ -336,10 +433,21 @@ impl Proxy {
             });
         }
         let mut resp = resp.map(|b| b.boxed());
-        if write {
-            if let Some(txid) = self.txid() {
+        if let Some(before) = before {
+            // `proxy.db` always (alone, the cookie is LiteFS's), and every database that
+            // moved meanwhile. Another request's write may be taken for this one's: the read
+            // then waits for a little more than it needs.
+            let mut touched: Vec<(String, u64)> = self
+                .positions()
+                .into_iter()
+                .filter(|(name, txid)| {
+                    name == &self.opts.db || before.iter().all(|(n, t)| n != name || t < txid)
+                })
+                .collect();
+            touched.sort();
+            if let Some(value) = cookie_value(&self.opts.db, &touched) {
                 let cookie = format!(
-                    "{TXID_COOKIE}={txid:016x}; Path=/; Max-Age={}; HttpOnly",
+                    "{TXID_COOKIE}={value}; Path=/; Max-Age={}; HttpOnly",
                     COOKIE_MAX_AGE.as_secs()
                 );
                 if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -491,6 +599,30 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cookie_names_every_database_a_write_touched() {
+        let one = vec![("app.db".to_owned(), 5)];
+        assert_eq!(
+            cookie_value("app.db", &one).as_deref(),
+            Some("0000000000000005")
+        );
+        assert_eq!(parse_wanted("0000000000000005"), Some(Wanted::Tracked(5)));
+        let two = vec![("app.db".to_owned(), 5), ("sub/x y;z".to_owned(), 0x1f)];
+        let v = cookie_value("app.db", &two).unwrap();
+        assert_eq!(v, "app.db:0000000000000005&sub/x%20y%3Bz:000000000000001f");
+        assert!(!v.contains([' ', ',', ';', '"', '\\']));
+        assert_eq!(parse_wanted(&v), Some(Wanted::Each(two)));
+        let other = vec![("other.db".to_owned(), 2)];
+        assert_eq!(
+            parse_wanted(&cookie_value("app.db", &other).unwrap()),
+            Some(Wanted::Each(other))
+        );
+        assert_eq!(cookie_value("app.db", &[]), None);
+        assert_eq!(parse_wanted("xyz"), None);
+        assert_eq!(parse_wanted("a:zz"), None);
+        assert_eq!(parse_wanted("a%2:01"), None);
+    }
 
     #[test]
     fn globs_match_whole_paths_with_stars() {
