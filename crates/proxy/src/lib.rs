@@ -242,7 +242,15 @@ struct Proxy {
     opts: ProxyOptions,
     /// What the proxy knows of the application: [`APP_STARTING`], [`APP_UP`], [`APP_DOWN`].
     app: AtomicU8,
+    /// Kept-alive connections to each target (the application, the primary's proxy), reused
+    /// once their previous response has been read.
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<Sender>>>,
 }
+
+type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
+
+/// How many connections to one target are kept for reuse.
+const KEEP_CONNECTIONS: usize = 64;
 
 impl Proxy {
     fn is_write(&self, req: &Request<Incoming>) -> bool {
@@ -512,11 +520,46 @@ impl Proxy {
         }
     }
 
+    /// A kept-alive connection to `target` that can take a request now, if there is one.
+    fn reuse(&self, target: &str) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(target)?;
+        list.retain(|s| !s.is_closed());
+        let i = list.iter().position(Sender::is_ready)?;
+        Some(list.swap_remove(i))
+    }
+
+    /// Keeps `sender` for the next requests (it is ready again once its response is read).
+    fn keep(&self, target: &str, sender: Sender) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(target.to_owned()).or_default();
+        if list.len() < KEEP_CONNECTIONS {
+            list.push(sender);
+        }
+    }
+
     async fn send(
         &self,
         target: &str,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
     ) -> Result<Response<Incoming>, String> {
+        // An upgraded connection is taken over by the upgrade: never shared.
+        let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+        if !upgrade {
+            while let Some(mut sender) = self.reuse(target) {
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        self.keep(target, sender);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // Not sent (the connection had just closed): another one.
+                        Some(back) => req = back,
+                        None => return Err(format!("no answer from {target}: {}", e.error())),
+                    },
+                }
+            }
+        }
         let tcp = self.connect(target).await?;
         let _ = tcp.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
@@ -527,10 +570,14 @@ impl Proxy {
                 tracing::debug!("connection to the application ended: {e}");
             }
         });
-        sender
+        let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("no answer from {target}: {e}"))
+            .map_err(|e| format!("no answer from {target}: {e}"))?;
+        if !upgrade {
+            self.keep(target, sender);
+        }
+        Ok(resp)
     }
 }
 
@@ -561,6 +608,7 @@ pub async fn serve(
         primary_proxy,
         opts,
         app: AtomicU8::new(APP_STARTING),
+        idle: std::sync::Mutex::default(),
     });
     loop {
         let (tcp, peer) = tokio::select! {
