@@ -9,92 +9,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::cluster::{pos_or_zero, sql, wait_caught_up};
+use support::cluster::{
+    candidate, info, is_primary, logs, pos_or_zero, primaries, sql, start_candidate,
+    wait_caught_up, wait_one_primary, ELECTION,
+};
 use support::consul::Consul;
 use support::mount::{Client, MountedNode, NodeOptions, Role};
-
-/// How long an election or a failover may take in these tests (the lease's health check turns
-/// critical 2.5 s after a primary dies, then the 1 s lock-delay runs).
-const ELECTION: Duration = Duration::from_secs(30);
-
-fn candidate(consul: &Consul) -> NodeOptions {
-    NodeOptions {
-        role: Role::Consul {
-            consul_port: consul.port(),
-            candidate: true,
-        },
-        ..NodeOptions::default()
-    }
-}
-
-fn start_candidate(consul: &Consul) -> MountedNode {
-    MountedNode::start_with(candidate(consul))
-}
-
-/// `/info` of a node, `None` if it does not answer.
-fn info(node: &MountedNode) -> Option<serde_json::Value> {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-f", "-m", "2", &format!("{}/info", node.url())])
-        .output()
-        .expect("run curl");
-    if !out.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-fn is_primary(node: &MountedNode) -> bool {
-    info(node).is_some_and(|i| i["isPrimary"] == serde_json::Value::Bool(true))
-}
-
-/// The indices of the nodes that say they are the primary.
-fn primaries(nodes: &[&MountedNode]) -> Vec<usize> {
-    nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| is_primary(n))
-        .map(|(i, _)| i)
-        .collect()
-}
-
-/// Waits until exactly one node is the primary and every other node names it in `.primary`;
-/// fails if two ever say they are at once. Returns the primary's index.
-fn wait_one_primary(nodes: &[&MountedNode]) -> usize {
-    let until = Instant::now() + ELECTION;
-    loop {
-        let p = primaries(nodes);
-        assert!(
-            p.len() <= 1,
-            "two primaries at once: {p:?}\n{}",
-            logs(nodes)
-        );
-        if let [i] = p[..] {
-            let host = format!("node-{}", nodes[i].port());
-            let followers_agree = nodes.iter().enumerate().all(|(j, n)| {
-                j == i
-                    || std::fs::read_to_string(n.mnt().join(".primary"))
-                        .is_ok_and(|s| s == format!("{host}\n"))
-            });
-            if followers_agree {
-                return i;
-            }
-        }
-        assert!(
-            Instant::now() < until,
-            "no single primary within {ELECTION:?} (primaries: {p:?})\n{}",
-            logs(nodes)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn logs(nodes: &[&MountedNode]) -> String {
-    nodes
-        .iter()
-        .map(|n| format!("--- node-{} ---\n{}", n.port(), n.log()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// Writes one row until it succeeds (the new primary may still be getting ready), with a
 /// deadline.

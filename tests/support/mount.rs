@@ -871,6 +871,11 @@ impl Rng {
         Rng(seed | 1)
     }
 
+    /// A generator with this seed (derived from another one's, say).
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;

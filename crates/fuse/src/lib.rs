@@ -165,6 +165,18 @@ fn is_own_thread(tid: u32) -> bool {
     Path::new("/proc/self/task").join(tid.to_string()).exists()
 }
 
+/// The open flags for a file this process opens in its own mount (to take SQLite's locks
+/// while it applies a replicated transaction, or for the halt lock): no FLUSH on close. A
+/// process killed while it holds such a file closes it as it exits, and a FLUSH would wait for
+/// an answer from its own threads, which are gone: it would never exit.
+fn own_open(req: &Request, flags: FopenFlags) -> FopenFlags {
+    if is_own_thread(req.pid()) {
+        flags | FopenFlags::FOPEN_NOFLUSH
+    } else {
+        flags
+    }
+}
+
 fn os_errno(e: &io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -1332,7 +1344,7 @@ impl Filesystem for LiteFs {
             }
         });
         match res {
-            Ok(flags) => reply.opened(self.handles.open_file(ino), flags),
+            Ok(flags) => reply.opened(self.handles.open_file(ino), own_open(req, flags)),
             Err(e) => reply.error(e),
         }
     }
@@ -1600,7 +1612,7 @@ impl Filesystem for LiteFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -1619,7 +1631,7 @@ impl Filesystem for LiteFs {
                 &attr,
                 fuser::Generation(0),
                 self.handles.open_file(attr.ino),
-                flags,
+                own_open(req, flags),
             ),
             Err(e) => reply.error(e),
         }
@@ -1838,6 +1850,16 @@ impl Invalidator {
         }
         // The size (and times) too.
         let _ = notifier.inval_inode(ino, -1, 0);
+    }
+
+    /// Database `name`'s WAL changed behind the kernel (its header was voided after its frames
+    /// were copied into the database file): cached pages and attributes are dropped.
+    pub fn wal_changed(&self, name: &str) {
+        let (Some(notifier), Some(ino)) = (self.notifier.get(), self.ino(&format!("{name}-wal")))
+        else {
+            return;
+        };
+        let _ = notifier.inval_inode(ino, 0, 0);
     }
 
     /// Database `name` appeared or went away: the kernel forgets its entries (including "no

@@ -395,7 +395,12 @@ impl ConsulLeaser {
     }
 
     async fn create_session(&self) -> Result<(String, bool)> {
-        let check = self.register_check().await;
+        let mut check = self.register_check().await;
+        if check {
+            // Registering again keeps the status of a check that went critical (this node was
+            // a replica, or stopped, and did not pass it): pass it, or the session is refused.
+            check = matches!(self.pass_check().await, Ok(Ok(())));
+        }
         let mut builder = CreateSessionRequest::builder();
         builder
             .name(SESSION_NAME)
@@ -494,23 +499,30 @@ impl ConsulLeaser {
         }
     }
 
+    /// Passes the node's health check: the outer error if Consul did not answer in time, the
+    /// inner one if it refused.
+    async fn pass_check(&self) -> Result<std::result::Result<(), ClientError>> {
+        let op = "pass the health check";
+        let endpoint = consulrs::api::check::requests::TtlCheckPassRequest::builder()
+            .check(self.check_id.clone())
+            .build()
+            .map_err(|e| LeaseError::Config(format!("{op}: {e}")))?;
+        Ok(timed(
+            op,
+            REQUEST_TIMEOUT,
+            consulrs::api::exec_with_empty(&self.client, endpoint),
+        )
+        .await?
+        .map(|_| ()))
+    }
+
     pub(crate) async fn keep_alive(&self, lease: &Lease) -> Result<Instant> {
         let started = Instant::now();
         let check = *self.check_ok.lock().unwrap_or_else(|e| e.into_inner());
         if check {
             let op = "pass the health check";
-            let endpoint = consulrs::api::check::requests::TtlCheckPassRequest::builder()
-                .check(self.check_id.clone())
-                .build()
-                .map_err(|e| LeaseError::Config(format!("{op}: {e}")))?;
-            match timed(
-                op,
-                REQUEST_TIMEOUT,
-                consulrs::api::exec_with_empty(&self.client, endpoint),
-            )
-            .await?
-            {
-                Ok(_) => {}
+            match self.pass_check().await? {
+                Ok(()) => {}
                 // The agent forgot the check (it restarted): the session went with it.
                 Err(e)
                     if is_not_found(&e) || matches!(e, ClientError::APIError { code: 500, .. }) =>

@@ -285,7 +285,7 @@ impl Api {
             (&Method::POST, "/handoff") => self.clone().handoff(req).await,
             (&Method::POST, "/promote") => self.clone().promote().await,
             (&Method::POST, "/halt") => self.clone().post_halt(req).await,
-            (&Method::DELETE, "/halt") => self.delete_halt(&req),
+            (&Method::DELETE, "/halt") => self.clone().delete_halt(req).await,
             (&Method::POST, "/tx") => self.clone().post_tx(req).await,
             (
                 _,

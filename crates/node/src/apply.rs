@@ -213,9 +213,21 @@ impl MountApplier {
         held: Option<&WriterLock>,
     ) -> Result<(Locked, Option<Arc<File>>), ApplyError> {
         let deadline = Instant::now() + READER_WAIT;
+        // A replicated transaction goes in anyway after the wait; one written under the halt
+        // lock (`held`, on the primary) is refused instead: a local transaction that stayed
+        // open that long may be about to write from what it read.
         let all = |got: bool| {
-            if !got {
+            if got {
+                Ok(())
+            } else if held.is_some() {
+                Err(ApplyError::Mount {
+                    op: "lock",
+                    path: self.mnt.join(name),
+                    source: io::Error::from_raw_os_error(libc::EAGAIN),
+                })
+            } else {
                 tracing::warn!(db = %name, waited = ?READER_WAIT, "a local read transaction stayed open: applying a replicated transaction anyway");
+                Ok(())
             }
         };
         match mode {
@@ -227,7 +239,7 @@ impl MountApplier {
                     .map_err(Self::mount_err("lock", &path))?
                     && ofd_lock(&file, wr, SHARED_FIRST, SHARED_SIZE, deadline)
                         .map_err(Self::mount_err("lock", &path))?;
-                all(got);
+                all(got)?;
                 Ok((Locked::all(file), None))
             }
             JournalMode::Wal => {
@@ -249,7 +261,7 @@ impl MountApplier {
                         deadline,
                     )
                     .map_err(Self::mount_err("lock", &path))?;
-                all(got);
+                all(got)?;
                 let locked = match held {
                     Some(_) => Locked {
                         file: file.clone(),
@@ -333,6 +345,23 @@ impl MountApplier {
                 path,
                 source: io::Error::from_raw_os_error(libc::EAGAIN),
             });
+        }
+        if shm {
+            // No connection made the WAL index yet (the last one to close removed it): give it a
+            // valid header, a page long, so that readers need not rebuild it, which takes the
+            // WRITE lock held here. Its WAL is empty then.
+            let len = file
+                .metadata()
+                .map_err(Self::mount_err("stat", &path))?
+                .len();
+            if let (true, false, Some(ps)) =
+                (len < WAL_INDEX_PAGE, db.has_wal_frames(), db.page_size())
+            {
+                let header = litefs_store::wal_index_header(&[], ps, db.page_count(), false);
+                file.write_all_at(&header, 0)
+                    .and_then(|()| file.set_len(WAL_INDEX_PAGE))
+                    .map_err(Self::mount_err("write", &path))?;
+            }
         }
         Ok(Some(WriterLock {
             mode,
@@ -431,17 +460,30 @@ impl MountApplier {
         } else {
             (None, None)
         };
+        if existed && mode == JournalMode::Rollback && held.is_none() {
+            match db.roll_back_journal() {
+                Ok(true) => {
+                    let ps = db.page_size().map_or(4096, |p| p.get());
+                    self.invalidator.database_changed(name, None, ps);
+                    self.invalidator.names_changed(name);
+                }
+                Ok(false) => {}
+                Err(e) => return (done, Some(e.into())),
+            }
+        }
         let mut failure = None;
         for r in received {
+            // Under the halt lock the primary answers once the transaction is durable.
+            let durable = held.is_some();
             let applied = match r {
                 Received::File(path) => {
-                    let res = db.apply_ltx_with(&path, false);
+                    let res = db.apply_ltx_with(&path, durable);
                     if res.is_err() {
                         let _ = std::fs::remove_file(&path);
                     }
                     res
                 }
-                Received::Memory { data, .. } => db.apply_ltx_bytes(data, false),
+                Received::Memory { data, .. } => db.apply_ltx_bytes(data, durable),
             };
             match applied {
                 Ok(a) => done.push(a),
@@ -472,6 +514,9 @@ impl MountApplier {
             }
             if let (Some(shm), true) = (shm.as_ref(), last.commit > 0) {
                 let restart = done.iter().any(|a| a.folded);
+                if restart {
+                    self.invalidator.wal_changed(name);
+                }
                 if let Err(e) = self.write_wal_index(name, shm, last, restart) {
                     failure.get_or_insert(e);
                 }
@@ -486,6 +531,42 @@ impl MountApplier {
             self.unsynced.store(true, Ordering::Release);
         }
         (done, failure)
+    }
+
+    /// On a replica: rolls back the transactions former primaries left in hot journals (see
+    /// [`litefs_store::Db::roll_back_journal`]), with local readers kept out. Returns how many.
+    pub fn roll_back_journals(&self) -> usize {
+        let mut n = 0;
+        for db in self.store.dbs() {
+            if !db.is_present()
+                || db.mode() != JournalMode::Rollback
+                || !db.exists(litefs_store::FileKind::Journal)
+            {
+                continue;
+            }
+            let name = db.name().to_owned();
+            let locked = match self.exclude_readers(&name, JournalMode::Rollback, None) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(db = %name, "could not lock the database to roll back its journal: {e}");
+                    continue;
+                }
+            };
+            match db.roll_back_journal() {
+                Ok(true) => {
+                    let ps = db.page_size().map_or(4096, |p| p.get());
+                    self.invalidator.database_changed(&name, None, ps);
+                    self.invalidator.names_changed(&name);
+                    n += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(db = %name, "rolling back its journal failed: {}", litefs_store::error_chain(&e))
+                }
+            }
+            drop(locked);
+        }
+        n
     }
 
     /// Makes applied files durable if some are not (called every [`SYNC_INTERVAL`]).

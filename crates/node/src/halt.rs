@@ -208,7 +208,7 @@ impl Halter {
             .collect();
         for (token, h) in all {
             if let Some(db) = self.store.db(&h.db) {
-                db.set_halt_forward(None);
+                db.clear_halt_forward(token);
             }
             self.release_remote(&h.url, &h.db, i64::try_from(token).unwrap_or(0));
         }
@@ -223,13 +223,13 @@ impl Halter {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 _ => return,
             }
-            let target = format!("/halt?name={}&id={id}", query_value(&db));
+            let target = format!("/halt?name={}&id={id}&renew=true", query_value(&db));
             match request(&url, "POST", &target, me, None, SHORT_REQUEST) {
                 Ok((200, _)) => {}
                 Ok((status, body)) => {
                     tracing::warn!(%db, id, status, "the primary refused to renew the halt lock ({body}): writes are refused again");
                     if let Some(d) = store.db(&db) {
-                        d.set_halt_forward(None);
+                        d.clear_halt_forward(u64::try_from(id).unwrap_or(0));
                     }
                     return;
                 }
@@ -305,16 +305,19 @@ impl litefs_fuse::HaltLocks for Halter {
         }
         let me = self.me();
         let (tx_url, tx_name) = (url.clone(), name.to_owned());
-        db.set_halt_forward(Some(Arc::new(move |ltx: &Path| {
-            let target = format!("/tx?name={}&lockID={id}", query_value(&tx_name));
-            match request(&tx_url, "POST", &target, me, Some(ltx), TX_REQUEST)? {
-                (200, _) => Ok(()),
-                (status, body) => Err(format!("{status}: {body}")),
-            }
-        })));
+        let token = u64::try_from(id).unwrap_or(0);
+        db.set_halt_forward(Some((
+            token,
+            Arc::new(move |ltx: &Path| {
+                let target = format!("/tx?name={}&lockID={id}", query_value(&tx_name));
+                match request(&tx_url, "POST", &target, me, Some(ltx), TX_REQUEST)? {
+                    (200, _) => Ok(()),
+                    (status, body) => Err(format!("{status}: {body}")),
+                }
+            }),
+        )));
         let (stop, stopped) = mpsc::channel();
         self.renew(url.clone(), name.to_owned(), id, stopped);
-        let token = u64::try_from(id).unwrap_or(0);
         self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(
             token,
             Holding {
@@ -340,7 +343,7 @@ impl litefs_fuse::HaltLocks for Halter {
             return;
         };
         if let Some(db) = self.store.db(name) {
-            db.set_halt_forward(None);
+            db.clear_halt_forward(token);
         }
         self.release_remote(&h.url, &h.db, i64::try_from(token).unwrap_or(0));
         tracing::info!(db = %name, id = token, "halt lock released");

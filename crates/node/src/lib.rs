@@ -653,6 +653,9 @@ impl Roles {
             let shutdown = matches!(event, Event::Shutdown);
             let now = Instant::now().into_std();
             let actions = machine.on(now, event);
+            // Checked by every write: a node stopped past it refuses writes as soon as it runs
+            // again, whatever its timers have not done yet.
+            self.store.set_write_deadline(machine.writable_until());
             let compete = machine.competing(now);
             for action in actions {
                 self.perform(action, &events_tx, &mut running, shutdown, compete)
@@ -958,6 +961,13 @@ impl Roles {
             .primary_url
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
+        // Halt locks this node held as a replica end: its writes are its own now.
+        for db in self.store.dbs() {
+            if db.is_halted() {
+                tracing::info!(db = %db.name(), "this node is the primary: its halt lock on the former primary ends");
+                db.set_halt_forward(None);
+            }
+        }
         self.store.set_readonly(false);
         self.primary.send_replace(true);
         if !self.ready.send_replace(true) {
@@ -1091,6 +1101,19 @@ impl Roles {
     /// Follows `primary` over one connection.
     async fn follow(self: &Arc<Self>, primary: PrimaryInfo, cancel: &CancellationToken) -> Event {
         self.store.set_readonly(true);
+        // A transaction this node was in as the primary, left in a hot journal, cannot be
+        // finished or rolled back by its writer now: it is rolled back here (off this task: it
+        // may wait for that writer's locks).
+        let applier = self.applier.clone();
+        self.tracker.spawn_blocking(move || {
+            let n = applier.0.roll_back_journals();
+            if n > 0 {
+                tracing::info!(
+                    databases = n,
+                    "rolled back what the former primary left in hot journals"
+                );
+            }
+        });
         self.primary_proxy
             .send_replace(Some(primary.proxy_url.clone()).filter(|u| !u.is_empty()));
         self.store

@@ -218,6 +218,16 @@ impl Machine {
         &self.phase
     }
 
+    /// Until when writes may be accepted without the lease being confirmed again: the fence
+    /// time, while this node is the primary and not fenced (`None` otherwise, when writes are
+    /// refused anyway).
+    pub fn writable_until(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Primary(h) if !h.fenced => Some(h.fence_at()),
+            _ => None,
+        }
+    }
+
     /// True while this node holds the lease (handing off included).
     pub fn is_primary(&self) -> bool {
         matches!(self.phase, Phase::Primary(_) | Phase::HandingOff(_))

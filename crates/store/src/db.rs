@@ -158,6 +158,11 @@ pub(crate) struct DbOptions {
     pub(crate) adopt: Vec<String>,
     /// This node is a replica: SQLite may not write (see [`Error::ReadOnly`]).
     pub(crate) readonly: std::sync::atomic::AtomicBool,
+    /// What `write_deadline` counts from.
+    pub(crate) epoch: Instant,
+    /// Nanoseconds after `epoch` from which SQLite may not write; 0: no deadline (see
+    /// `Store::set_write_deadline`).
+    pub(crate) write_deadline: std::sync::atomic::AtomicU64,
     /// Told the name of a database whose published position moved (see
     /// [`Db::published`]).
     pub(crate) observer: std::sync::OnceLock<ObserverSlot>,
@@ -230,13 +235,6 @@ impl WalTracker {
     /// The WAL's page size.
     pub(crate) fn page_size(&self) -> PageSize {
         self.hdr.page_size
-    }
-
-    /// After its frames were copied into the database file: the WAL holds nothing SQLite may
-    /// read again (it starts a new one), and its last commit can no longer be undone.
-    pub(crate) fn forget_frames(&mut self) {
-        self.frames.clear();
-        self.last = None;
     }
 
     fn pending_end(&self) -> u64 {
@@ -389,9 +387,12 @@ pub struct Db {
 /// temporary name); the transaction commits only if this succeeds.
 pub type Forward = Arc<dyn Fn(&Path) -> std::result::Result<(), String> + Send + Sync>;
 
-/// Holds the forwarder (a function has no `Debug`).
+/// Holds the forwarder (a function has no `Debug`) and the id of its lock.
 #[derive(Clone)]
-struct ForwardSlot(Forward);
+struct ForwardSlot {
+    id: u64,
+    forward: Forward,
+}
 
 impl std::fmt::Debug for ForwardSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -572,13 +573,23 @@ impl Db {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Fails with [`Error::ReadOnly`] on a replica, unless it holds the halt lock.
+    /// Fails with [`Error::ReadOnly`] on a replica (unless it holds the halt lock), and on a
+    /// primary past its write deadline.
     fn check_writable(&self) -> Result<()> {
-        if self
+        if self.is_halted() {
+            return Ok(());
+        }
+        let deadline = self
             .opts
-            .readonly
-            .load(std::sync::atomic::Ordering::Acquire)
-            && !self.is_halted()
+            .write_deadline
+            .load(std::sync::atomic::Ordering::Acquire);
+        let late = deadline != 0
+            && u64::try_from(self.opts.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX) >= deadline;
+        if late
+            || self
+                .opts
+                .readonly
+                .load(std::sync::atomic::Ordering::Acquire)
         {
             return Err(Error::ReadOnly(self.name.clone()));
         }
@@ -588,9 +599,33 @@ impl Db {
     /// On a replica that holds the cluster's halt lock on this database: lets SQLite write,
     /// and has every transaction go through `forward` (to the primary) before it commits.
     /// `None` when the lock is released or lost: writes are refused again.
-    pub fn set_halt_forward(&self, forward: Option<Forward>) {
+    ///
+    /// `id` names the lock: [`Db::clear_halt_forward`] clears only the forwarder of that lock.
+    /// Taken under the database's lock, so that no commit sees the lock change half-way.
+    pub fn set_halt_forward(&self, forward: Option<(u64, Forward)>) {
+        let _inner = self.lock();
+        self.set_halt_forward_locked(forward);
+    }
+
+    /// Clears the forwarder of halt lock `id` if it is the one set.
+    pub fn clear_halt_forward(&self, id: u64) {
+        let _inner = self.lock();
+        let current = self
+            .forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|f| f.id);
+        if current == Some(id) {
+            self.set_halt_forward_locked(None);
+        }
+    }
+
+    /// [`Db::set_halt_forward`] with the database's lock held.
+    pub(crate) fn set_halt_forward_locked(&self, forward: Option<(u64, Forward)>) {
         let on = forward.is_some();
-        *self.forward.lock().unwrap_or_else(|e| e.into_inner()) = forward.map(ForwardSlot);
+        *self.forward.lock().unwrap_or_else(|e| e.into_inner()) =
+            forward.map(|(id, forward)| ForwardSlot { id, forward });
         self.halted.store(on, std::sync::atomic::Ordering::Release);
     }
 
@@ -655,6 +690,19 @@ impl Db {
         self.lock().sums.len()
     }
 
+    /// Page size, once the database has one.
+    pub fn page_size(&self) -> Option<PageSize> {
+        self.lock().page_size
+    }
+
+    /// Whether its WAL holds committed frames not yet in the database file.
+    pub fn has_wal_frames(&self) -> bool {
+        self.lock()
+            .wal
+            .as_ref()
+            .is_some_and(|t| !t.frames.is_empty())
+    }
+
     /// True while the database exists in the mount: created, and not dropped since.
     pub fn is_present(&self) -> bool {
         self.lock().present
@@ -713,7 +761,12 @@ impl Db {
         Ok(())
     }
 
-    fn file<'a>(&self, inner: &'a mut Inner, kind: FileKind, create: bool) -> Result<&'a File> {
+    pub(crate) fn file<'a>(
+        &self,
+        inner: &'a mut Inner,
+        kind: FileKind,
+        create: bool,
+    ) -> Result<&'a File> {
         let path = self.path(kind);
         let slot = match kind {
             FileKind::Database => return Ok(&inner.db),
@@ -858,7 +911,7 @@ impl Db {
     /// journal header's magic (when it syncs the journal, or at once with synchronous=OFF)
     /// before it writes any database page; a journal file without it is one TRUNCATE or
     /// PERSIST left behind.
-    fn journaled(&self, inner: &mut Inner) -> Result<bool> {
+    pub(crate) fn journaled(&self, inner: &mut Inner) -> Result<bool> {
         let mut magic = [0u8; 8];
         match self.file(inner, FileKind::Journal, false) {
             Ok(j) => Ok(
@@ -1431,6 +1484,9 @@ impl Db {
             inner.synced = false;
             return Ok(());
         }
+        // A transaction that began under the halt lock and commits after it was released, or
+        // on a primary fenced meanwhile, is refused: SQLite rolls it back.
+        self.check_writable()?;
         let dirty = std::mem::take(&mut inner.dirty);
         let durable = inner.synced;
         // Under the halt lock the primary may refuse the transaction.
@@ -1530,6 +1586,8 @@ impl Db {
         last: Frame,
         newest: BTreeMap<u32, u64>,
     ) -> Result<()> {
+        // As in `commit_journal`: no commit once writes are refused.
+        self.check_writable()?;
         let ps = hdr.page_size;
         let commit = last.commit;
         let len_before = inner.sums.len();
@@ -1794,12 +1852,15 @@ impl Db {
     /// Encodes one LTX file under a temporary name and renames it into place (syncing file
     /// and directory when `durable`). Each page is read with `read` and checked against the
     /// checksum recorded when it was written.
+    /// With `send`, under the halt lock, the file goes to the primary (see
+    /// [`Db::set_halt_forward`]) before it is renamed into place.
     fn encode_ltx_file(
         &self,
         header: &Header,
         pages: &[(PageNum, Checksum, u64)],
         post: Checksum,
         durable: bool,
+        send: bool,
         read: &mut PageReader<'_>,
     ) -> Result<PathBuf> {
         let name = format_filename(header.min_txid, header.max_txid);
@@ -1855,7 +1916,7 @@ impl Db {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            if let Some(ForwardSlot(forward)) = forward {
+            if let Some(ForwardSlot { forward, .. }) = forward.filter(|_| send) {
                 forward(&tmp).map_err(|why| Error::Forward {
                     db: self.name.clone(),
                     why,
@@ -1953,9 +2014,10 @@ impl Db {
             .map(|p| (p, inner.sums.get(p), 0))
             .collect();
         let post = inner.sums.total();
-        let path = self.encode_ltx_file(&header, &pages, post, durable, &mut |pgno, _, buf| {
-            self.read_logical_page(inner, pgno, buf)
-        })?;
+        let path =
+            self.encode_ltx_file(&header, &pages, post, durable, true, &mut |pgno, _, buf| {
+                self.read_logical_page(inner, pgno, buf)
+            })?;
         if !durable {
             self.unsynced
                 .lock()
@@ -2097,10 +2159,11 @@ impl Db {
             .collect();
         let wal_path = self.path(FileKind::Wal);
         let wal = &newest.wal;
-        let written = self.encode_ltx_file(&header, &list, post, false, &mut |_, at, buf| {
-            wal.read_exact_at(buf, at)
-                .map_err(Error::io("read", &wal_path))
-        });
+        let written =
+            self.encode_ltx_file(&header, &list, post, false, false, &mut |_, at, buf| {
+                wal.read_exact_at(buf, at)
+                    .map_err(Error::io("read", &wal_path))
+            });
         match written {
             Ok(path) => {
                 self.unsynced

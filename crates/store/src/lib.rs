@@ -220,6 +220,8 @@ impl Store {
             wake: wake.clone(),
             adopt: opts.adopt.clone(),
             readonly: AtomicBool::new(false),
+            epoch: std::time::Instant::now(),
+            write_deadline: std::sync::atomic::AtomicU64::new(0),
             observer: std::sync::OnceLock::new(),
         });
         let mut dbs = BTreeMap::new();
@@ -262,6 +264,19 @@ impl Store {
     /// (the primary). Replication's own changes ([`Db::apply_ltx`]) are not affected.
     pub fn set_readonly(&self, readonly: bool) {
         self.opts.readonly.store(readonly, Ordering::Release);
+    }
+
+    /// Until when SQLite's writes are accepted (`None`: no limit besides
+    /// [`Store::set_readonly`]). Every write checks it against the monotonic clock, which runs
+    /// on while the process is stopped: a primary paused (SIGSTOP) past its lease refuses
+    /// writes at once when it resumes, before its own timers can fence it.
+    pub fn set_write_deadline(&self, until: Option<std::time::Instant>) {
+        let nanos = until.map_or(0, |t| {
+            u64::try_from(t.saturating_duration_since(self.opts.epoch).as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        });
+        self.opts.write_deadline.store(nanos, Ordering::Release);
     }
 
     /// True on a replica (see [`Store::set_readonly`]).

@@ -227,7 +227,7 @@ impl Db {
             // The primary wrote a transaction of its own: it no longer holds this node's halt
             // lock, and this node's writes would not apply there.
             tracing::warn!(db = %self.name(), txid = %h.max_txid, "a transaction from the primary arrived under the halt lock: the lock is gone, writes are refused again");
-            self.set_halt_forward(None);
+            self.set_halt_forward_locked(None);
         }
         if !snapshot {
             let want = Pos::new(
@@ -243,6 +243,10 @@ impl Db {
             }
         }
         self.sync_ltx(&mut inner)?;
+        // Transactions of this node still in its WAL (a former primary, or writes under the
+        // halt lock) go into the database file first, durably, before anything of this file
+        // is written: the pages are written there.
+        let folded = self.fold_wal(&mut inner)?;
         let ltx_dir = self.ltx_dir().to_owned();
         let mut diverged = Vec::new();
         if snapshot {
@@ -288,9 +292,6 @@ impl Db {
             self.remember_range(h.min_txid, h.max_txid);
         }
 
-        // Transactions of this node still in its WAL (a former primary, or writes under the
-        // halt lock) go into the database file first: the pages are written there.
-        let folded = self.fold_wal(&mut inner)?;
         // The pages.
         let ps = h.page_size;
         if snapshot || inner.page_size != Some(ps) {
@@ -413,6 +414,56 @@ impl Db {
         })
     }
 
+    /// On a replica: rolls back the transaction a hot journal holds (one a former primary was
+    /// in when it stepped down, whose writer can no longer finish or roll it back here: its
+    /// writes are refused). The caller keeps SQLite out (PENDING and every SHARED byte) and
+    /// then tells the kernel the database changed. Returns whether there was one.
+    pub fn roll_back_journal(&self) -> Result<bool> {
+        let mut inner = self.lock();
+        if !self.journaled(&mut inner)? || self.is_halted() {
+            return Ok(false);
+        }
+        let journal_path = self.dir().join(FileKind::Journal.backing_name());
+        let db_path = self.dir().join(FileKind::Database.backing_name());
+        let journal = match self.file(&mut inner, FileKind::Journal, false) {
+            Ok(j) => j.try_clone().map_err(Error::io("open", &journal_path))?,
+            Err(Error::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let rb = crate::journal::rollback(&journal, &inner.db)
+            .map_err(Error::io("roll back", &journal_path))?;
+        inner.db.sync_data().map_err(Error::io("sync", &db_path))?;
+        inner.journal = None;
+        fsutil::remove_if_exists(&journal_path).map_err(Error::io("remove", &journal_path))?;
+        inner.dirty.clear();
+        // The checksums follow the file again: they must be those of the last transaction.
+        if let Some(ps) = inner.page_size {
+            let len = inner
+                .db
+                .metadata()
+                .map_err(Error::io("stat", &db_path))?
+                .len();
+            let pages = u32::try_from(len / u64::from(ps.get())).unwrap_or(u32::MAX);
+            inner.sums = crate::recover::file_sums(&inner.db, ps, pages)
+                .map_err(Error::io("read", &db_path))?;
+        }
+        if !inner.pos.txid.is_zero() && inner.sums.total() != inner.pos.post_apply_checksum {
+            let e = Error::ChecksumMismatch {
+                db: self.name().to_owned(),
+                txid: inner.pos.txid,
+                actual: inner.sums.total(),
+                expected: inner.pos.post_apply_checksum,
+            };
+            inner.unavailable = Some(format!(
+                "rolling back a hot journal left the database unlike its position: {}",
+                crate::error::chain(&e)
+            ));
+            return Err(e);
+        }
+        tracing::info!(db = %self.name(), ?rb, "rolled back the transaction a former primary left in its journal");
+        Ok(true)
+    }
+
     /// Copies the WAL's committed frames (the newest of each page) into the database file and
     /// forgets them, so that the database file alone holds the database, as a checkpoint of
     /// the whole WAL would. The caller keeps SQLite out (every lock of the WAL index) and then
@@ -439,7 +490,11 @@ impl Db {
             .map_err(Error::io("open", &wal_path))?;
         let wal = match wal {
             Some(f) => f,
-            None => File::open(&wal_path).map_err(Error::io("open", &wal_path))?,
+            None => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&wal_path)
+                .map_err(Error::io("open", &wal_path))?,
         };
         let mut buf = vec![0u8; ps.bytes()];
         let mut pages = Vec::with_capacity(frames.len());
@@ -463,11 +518,14 @@ impl Db {
             .db
             .set_len(len)
             .map_err(Error::io("truncate", &db_path))?;
-        // Durable before SQLite may write over the WAL.
+        // Durable before the WAL is voided.
         inner.db.sync_data().map_err(Error::io("sync", &db_path))?;
-        if let Some(t) = inner.wal.as_mut() {
-            t.forget_frames();
-        }
+        // The WAL's header is zeroed, so that neither SQLite (rebuilding its index after a
+        // restart) nor this store's start-up recovery takes the old frames for current ones.
+        wal.write_all_at(&[0u8; crate::wal::WAL_HEADER_SIZE as usize], 0)
+            .and_then(|()| wal.sync_data())
+            .map_err(Error::io("write", &wal_path))?;
+        inner.wal = None;
         tracing::info!(db = %self.name(), pages = pages.len(), "copied the WAL's transactions into the database file");
         Ok(pages)
     }

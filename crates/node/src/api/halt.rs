@@ -48,6 +48,8 @@ pub(crate) struct Halts {
     held: Mutex<HashMap<String, Held>>,
     /// One acquisition at a time (it may wait for SQLite's lock).
     acquiring: Mutex<()>,
+    /// Numbers the temporary files of `/tx` bodies.
+    next_tmp: std::sync::atomic::AtomicU64,
 }
 
 impl Halts {
@@ -175,10 +177,14 @@ impl Api {
             Ok(r) => r,
             Err(resp) => return resp,
         };
+        let renew = matches!(query_param(req.uri(), "renew"), Ok(Some(v)) if v == "true");
         let me = self.clone();
-        let got = tokio::task::spawn_blocking(move || me.acquire_halt(&applier, &name, id, peer))
-            .await
-            .unwrap_or_else(|e| Err((StatusCode::INTERNAL_SERVER_ERROR, format!("acquire: {e}"))));
+        let got =
+            tokio::task::spawn_blocking(move || me.acquire_halt(&applier, &name, id, peer, renew))
+                .await
+                .unwrap_or_else(|e| {
+                    Err((StatusCode::INTERNAL_SERVER_ERROR, format!("acquire: {e}")))
+                });
         match got {
             Ok(v) => json(StatusCode::OK, &v),
             Err((status, msg)) => text(status, msg),
@@ -191,6 +197,7 @@ impl Api {
         name: &str,
         id: i64,
         peer: NodeId,
+        renew: bool,
     ) -> Result<serde_json::Value, (StatusCode, String)> {
         let deadline = Instant::now() + HALT_ACQUIRE;
         let answer = |db: &litefs_store::Db| {
@@ -212,6 +219,20 @@ impl Api {
             .store
             .create_db(name)
             .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+        if renew {
+            // Only a lock this node holds is renewed: never taken again after it expired.
+            let mut held = self.halts.held();
+            return match held.get_mut(name) {
+                Some(h) if h.id == id && h.peer == peer => {
+                    h.renew();
+                    Ok(answer(&db))
+                }
+                _ => Err((
+                    StatusCode::NOT_FOUND,
+                    format!("node {peer} does not hold halt lock {id} on {name}"),
+                )),
+            };
+        }
         let _one = self
             .halts
             .acquiring
@@ -268,8 +289,15 @@ impl Api {
         Ok(value)
     }
 
-    /// `DELETE /halt?name=&id=`.
-    pub(crate) fn delete_halt(&self, req: &Request<Incoming>) -> Response<ApiBody> {
+    /// `DELETE /halt?name=&id=` (it may wait for a `/tx` that is applying: off the runtime).
+    pub(crate) async fn delete_halt(self: Arc<Self>, req: Request<Incoming>) -> Response<ApiBody> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.release_halt(&req))
+            .await
+            .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, format!("release: {e}")))
+    }
+
+    fn release_halt(&self, req: &Request<Incoming>) -> Response<ApiBody> {
         let name = match db_name_param(req.uri()) {
             Ok(n) => n,
             Err(resp) => return resp,
@@ -327,7 +355,11 @@ impl Api {
         };
         // The body goes to a file in the database's LTX folder (start-up removes what a crash
         // leaves there), however large it is.
-        let tmp = db.ltx_dir().join(format!("tx-{}-{id}.tmp", peer));
+        let n = self
+            .halts
+            .next_tmp
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = db.ltx_dir().join(format!("tx-{peer}-{id}-{n}.tmp"));
         let mut file = match std::fs::File::create(&tmp) {
             Ok(f) => f,
             Err(e) => {
@@ -355,8 +387,46 @@ impl Api {
             }
         }
         drop(file);
+        // The next transaction of the database, and nothing else (a snapshot only for a
+        // database that has none).
+        let next = db.pos().txid.get() + 1;
+        let starts = std::fs::File::open(&tmp).ok().and_then(|f| {
+            let mut h = [0u8; litefs_ltx::header::HEADER_SIZE];
+            litefs_store::fsutil::read_full_at(&f, &mut h, 0)
+                .ok()
+                .filter(|&n| n == h.len())
+                .and_then(|_| litefs_ltx::Header::from_bytes(&h).ok())
+        });
+        match starts {
+            Some(h) if h.min_txid.get() == next => {}
+            Some(h) => {
+                let _ = std::fs::remove_file(&tmp);
+                return text(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "{name} is at TXID {}; the transaction starts at {}",
+                        next - 1,
+                        h.min_txid
+                    ),
+                );
+            }
+            None => {
+                let _ = std::fs::remove_file(&tmp);
+                return text(StatusCode::BAD_REQUEST, "the body is not an LTX file");
+            }
+        }
+        let present = db.is_present();
         let applied = tokio::task::spawn_blocking(move || {
             let held = lock.lock().unwrap_or_else(|e| e.into_inner());
+            if held.is_none() && present {
+                // Taken when the database had no file: SQLite's write lock was never held.
+                let _ = std::fs::remove_file(&tmp);
+                return Err(ApplyError::Mount {
+                    op: "lock",
+                    path: tmp.clone(),
+                    source: std::io::Error::from_raw_os_error(libc::EAGAIN),
+                });
+            }
             let received = vec![Received::File(tmp.clone())];
             let (mut done, err) = applier.apply_batch_under(&name, received, held.as_ref());
             let _ = std::fs::remove_file(&tmp);
