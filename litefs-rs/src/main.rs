@@ -4,6 +4,7 @@
 
 mod args;
 mod exec;
+mod guard;
 mod ltx_cmd;
 mod mount_cmd;
 mod transfer_cmd;
@@ -135,6 +136,12 @@ enum Command {
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    let mut raw = std::env::args_os();
+    if raw.nth(1).is_some_and(|a| a == guard::GUARD_ARG) {
+        // The FUSE guard a node starts for itself (see guard.rs), not a command.
+        let dirs: Vec<PathBuf> = raw.map(PathBuf::from).collect();
+        return ExitCode::from(u8::try_from(guard::run(&dirs)).unwrap_or(1));
+    }
     let cli = Cli::parse_from(args::normalize(std::env::args_os()));
     match cli.command {
         Command::Version => {

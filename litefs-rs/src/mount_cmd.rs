@@ -186,6 +186,12 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         .last()
         .is_some_and(|c| !c.if_candidate || config.lease.candidate);
     let signals = block_shutdown_signals()?;
+    // From the main thread: the guard learns of the process's end when this thread ends.
+    let mounts = [
+        resolve(&config.fuse.dir)?,
+        resolve(&config.data.dir)?.join("locks"),
+    ];
+    let _guard = crate::guard::spawn(&mounts).context("start the FUSE guard process")?;
     let opts = NodeOptions {
         data_dir: resolve(&config.data.dir)?,
         compress: config.data.compress,

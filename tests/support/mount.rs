@@ -177,6 +177,27 @@ pub fn abort_fuse_connection(dir: &Path) {
     let _ = fs::write(conns.join(minor).join("abort"), "1");
 }
 
+/// Where each thread of process `pid` waits in the kernel (`wchan`, and the kernel stack when
+/// readable).
+pub fn thread_stacks(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.filter_map(Result::ok) {
+        let dir = t.path();
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
+        out.push_str(&format!(
+            "{} {} wchan={}\n{}\n",
+            t.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan"),
+            read("stack")
+        ));
+    }
+    out
+}
+
 /// Lazily unmounts `dir` with `fusermount3 -u -z` if it is still mounted.
 pub fn force_unmount(dir: &Path) {
     if is_mounted(dir) {
@@ -607,8 +628,10 @@ impl MountedNode {
         let mut child = self.child.take().expect("node is running");
         signal(child.id(), libc::SIGKILL);
         if wait_deadline(&mut child, MOUNT_DEADLINE).is_none() {
-            // Stuck in the kernel (e.g. closing a file of its own dead mount): free it by
-            // aborting its FUSE connection, then fail.
+            // Stuck in the kernel (e.g. closing a file of its own dead mount): say where each
+            // thread waits, free it by aborting its FUSE connection, then fail.
+            let stacks = thread_stacks(child.id());
+            eprintln!("--- threads of the process that did not die ---\n{stacks}");
             abort_fuse_connection(&self.mnt());
             let _ = wait_deadline(&mut child, MOUNT_DEADLINE);
             self.force_unmount();

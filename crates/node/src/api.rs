@@ -218,8 +218,46 @@ impl Api {
             .get(&peer)
             .cloned()?;
         let (sent, rx) = tokio::sync::oneshot::channel();
-        tx.try_send(primary::Handoff { lease_id, sent }).ok()?;
+        tx.try_send(primary::Handoff {
+            lease_id: Some(lease_id),
+            sent,
+        })
+        .ok()?;
         Some(rx)
+    }
+
+    /// Before the primary stops: has every replica's stream send everything the primary has,
+    /// and waits (up to `wait`) until their connections took it, so that what the primary
+    /// acknowledged reaches a replica that may take over.
+    pub(crate) async fn drain_streams(&self, wait: std::time::Duration) {
+        let senders: Vec<_> = self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut waits = Vec::new();
+        for tx in senders {
+            let (sent, rx) = tokio::sync::oneshot::channel();
+            if tx
+                .try_send(primary::Handoff {
+                    lease_id: None,
+                    sent,
+                })
+                .is_ok()
+            {
+                waits.push(rx);
+            }
+        }
+        let all = async {
+            for rx in waits {
+                let _ = rx.await;
+            }
+        };
+        if tokio::time::timeout(wait, all).await.is_err() {
+            tracing::warn!("a replica did not take everything before this node stopped");
+        }
     }
 
     /// Starts a term as the primary: streams opened from now on end with [`Api::end_term`].

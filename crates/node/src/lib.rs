@@ -385,6 +385,10 @@ pub async fn run(
             }
         });
     }
+    // The API (replicas' streams included) outlives the node's other tasks at shutdown: a
+    // stopping primary sends its replicas what it has before the lease goes (see
+    // `Api::drain_streams`); it stops once the role loop is done.
+    let api_cancel = CancellationToken::new();
     let api = Arc::new(api::Api {
         store: store.clone(),
         primary: primary_rx,
@@ -396,11 +400,11 @@ pub async fn run(
         invalidator: mount.invalidator(),
         file_cache: Arc::default(),
         streams: Mutex::new(HashMap::new()),
-        primary_term: Mutex::new(cancel.child_token()),
+        primary_term: Mutex::new(api_cancel.child_token()),
         cluster_id: cluster_id.clone(),
         primary_url: Arc::default(),
         handoffs: handoff_tx,
-        cancel: cancel.clone(),
+        cancel: api_cancel.clone(),
         tracker: tracker.clone(),
         applier: std::sync::OnceLock::new(),
         halts: api::halt::Halts::default(),
@@ -452,6 +456,7 @@ pub async fn run(
     cancel.cancel();
     // The role loop releases the lease before anything else stops.
     let _ = role_task.await;
+    api_cancel.cancel();
     tracker.close();
     tracker.wait().await;
     // Halt locks: the ones this node holds, and the ones it gave out (files of the mount).
@@ -516,6 +521,9 @@ impl replica::Applier for MountApplierAdapter {
         (done, err.map(|e| Box::new(e) as replica::BoxError))
     }
 }
+
+/// How long a stopping primary waits for its replicas' streams to take everything.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long a shutdown waits for the lease to be released (or for Consul to forget the node's
 /// health check).
@@ -774,6 +782,16 @@ impl Roles {
                 tracing::info!("this node is no longer the primary");
             }
             Action::Release(lease) => {
+                if shutdown {
+                    // Writes are fenced: what was acknowledged goes to the replicas first (the
+                    // LTX files of the last WAL commits, then the streams), before the lease
+                    // does.
+                    let store = self.store.clone();
+                    let _ = tokio::task::spawn_blocking(move || store.sync()).await;
+                    self.api.drain_streams(SHUTDOWN_DRAIN).await;
+                    // The connections write out what they took.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 let leaser = self.leaser.clone();
                 let release = async move {
                     match leaser.release(&lease).await {

@@ -86,14 +86,21 @@ impl FileCache {
     }
 }
 
-/// A request to hand the lease over to a stream's replica.
+/// A request to hand the lease over to a stream's replica, or (without a lease) to send it
+/// everything the primary has before the primary stops.
 #[derive(Debug)]
 pub struct Handoff {
-    /// The lease id the replica takes over.
-    pub lease_id: String,
-    /// Told once the Handoff frame is queued (after every transaction the primary has).
+    /// The lease id the replica takes over; `None`: only send everything, and say when it has
+    /// left the stream (the stream goes on).
+    pub lease_id: Option<String>,
+    /// Told once the Handoff frame is queued (after every transaction the primary has), or,
+    /// without a lease, once everything was taken by the connection.
     pub sent: oneshot::Sender<()>,
 }
+
+/// How long a drain (a [`Handoff`] without a lease) waits for the connection to take what was
+/// queued.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// What a stream needs to know.
 #[derive(Clone, Debug)]
@@ -231,7 +238,18 @@ impl Streamer {
                     for name in self.all_names() {
                         self.stream_db(&name).await?;
                     }
-                    self.send_frame(&Frame::Handoff { lease_id: h.lease_id }).await?;
+                    let Some(lease_id) = h.lease_id else {
+                        // A drain: wait until the connection took every queued frame.
+                        let until = tokio::time::Instant::now() + DRAIN_WAIT;
+                        while self.tx.capacity() < self.tx.max_capacity()
+                            && tokio::time::Instant::now() < until
+                        {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        let _ = h.sent.send(());
+                        continue;
+                    };
+                    self.send_frame(&Frame::Handoff { lease_id }).await?;
                     // The frame is queued for the body; the replica gets it unless it goes.
                     let _ = h.sent.send(());
                     return Ok(());
