@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The fault campaign, long version: a three-node Consul cluster under the bank and append
 # workloads, one fault a cycle (kill -9 of the primary or a replica, SIGTERM of the primary,
-# SIGSTOP of the primary past its lease, Consul stopped and restarted), every invariant checked
-# after each cycle (tests/campaign.rs). The short version (5 cycles, one of each kind) runs with the tests.
+# SIGSTOP of the primary past its lease, Consul stopped and restarted, the primary partitioned
+# from its peers and Consul, the replication links cut), every invariant checked
+# after each cycle (tests/campaign.rs). The short version (7 cycles, one of each kind) runs with the tests.
 #
 #   ./scripts/campaign.sh [--cycles N] [--seed S]
 #

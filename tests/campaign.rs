@@ -11,11 +11,14 @@
 //!
 //! Faults, one a cycle, chosen by a seeded generator: `kill -9` of the primary or of a
 //! replica, SIGTERM of the primary, SIGSTOP of the primary for longer than the lease's hold
-//! then SIGCONT, and Consul stopped and restarted. After each cycle: one primary, every node
+//! then SIGCONT, Consul stopped and restarted, the primary partitioned from its peers and from
+//! Consul for longer than the lease's hold, and the replication links cut for a few seconds
+//! (the nodes reach each other and Consul through links the test severs, `support::netcut`:
+//! while cut, connections stay open and silent, as in a partition). After each cycle: one primary, every node
 //! caught up, and on every node `PRAGMA integrity_check`, the same position, a database that
 //! matches its position's checksum and an unbroken LTX chain.
 //!
-//! The test runs `LITEFS_CAMPAIGN_CYCLES` cycles (default 5, one of each kind: the short
+//! The test runs `LITEFS_CAMPAIGN_CYCLES` cycles (default 7, one of each kind: the short
 //! version CI runs);
 //! `scripts/campaign.sh --cycles N` runs the long version and prints the figures.
 //! `LITEFS_TEST_SEED` replays a run.
@@ -31,9 +34,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::cluster::{logs, start_candidate, wait_caught_up, wait_one_primary};
+use support::cluster::{logs, wait_caught_up, wait_one_primary};
 use support::consul::Consul;
 use support::mount::{MountedNode, Rng};
+use support::netcut::Link;
 
 const BANK: &str = "bank.db";
 const APPEND: &str = "append.db";
@@ -288,15 +292,46 @@ enum Fault {
     TermPrimary,
     PausePrimary,
     RestartConsul,
+    /// The primary cut off from its peers and from Consul for longer than the lease's hold
+    /// (its application still reaches it, as on the same machine).
+    PartitionPrimary,
+    /// The replicas cut off from the primary (the primary keeps its lease) for a few seconds.
+    CutReplication,
 }
 
-const FAULTS: [Fault; 5] = [
+const FAULTS: [Fault; 7] = [
     Fault::KillPrimary,
     Fault::KillReplica,
     Fault::TermPrimary,
     Fault::PausePrimary,
     Fault::RestartConsul,
+    Fault::PartitionPrimary,
+    Fault::CutReplication,
 ];
+
+/// A node's links to the others: its API as its peers reach it, and its way to Consul.
+#[derive(Debug)]
+struct Links {
+    api: Link,
+    consul: Link,
+}
+
+/// A candidate whose peers, and whose Consul, are reached through links the test can cut.
+fn start_linked(consul: &Consul) -> (MountedNode, Links) {
+    let links = Links {
+        api: Link::to(0),
+        consul: Link::to(consul.port()),
+    };
+    let mut opts = support::cluster::candidate(consul);
+    opts.role = support::mount::Role::Consul {
+        consul_port: links.consul.port(),
+        candidate: true,
+    };
+    opts.advertise_port = Some(links.api.port());
+    let node = MountedNode::start_with(opts);
+    links.api.set_target(node.port());
+    (node, links)
+}
 
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill has no memory-safety preconditions; the pid is a child of this process that
@@ -417,10 +452,11 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
     let cycles: usize = std::env::var("LITEFS_CAMPAIGN_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(FAULTS.len());
     let mut rng = Rng::from_env_or_time();
     let mut consul = Consul::start();
-    let mut nodes: Vec<MountedNode> = (0..3).map(|_| start_candidate(&consul)).collect();
+    let (mut nodes, links): (Vec<MountedNode>, Vec<Links>) =
+        (0..3).map(|_| start_linked(&consul)).unzip();
     let p = settle(&nodes);
     support::cluster::sql(
         &nodes[p],
@@ -521,6 +557,21 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
                 consul.stop();
                 std::thread::sleep(Duration::from_millis(rng.range(500, 3000)));
                 consul.start_again();
+            }
+            Fault::PartitionPrimary => {
+                // Its writes stop at its fence, 1.5 s after its last keep-alive; none of them
+                // reached a replica.
+                deposed.push((p, Instant::now(), CONSUL_FORGETS));
+                links[p].api.cut();
+                links[p].consul.cut();
+                std::thread::sleep(PAUSE);
+                links[p].api.heal();
+                links[p].consul.heal();
+            }
+            Fault::CutReplication => {
+                links[p].api.cut();
+                std::thread::sleep(Duration::from_millis(rng.range(1000, 4000)));
+                links[p].api.heal();
             }
         }
         // The writers are held still while the nodes are compared.

@@ -72,3 +72,4 @@ pub fn sqlite3(db: &Path, sql: &str) -> String {
 pub mod cluster;
 pub mod consul;
 pub mod mount;
+pub mod netcut;

@@ -59,6 +59,9 @@ pub struct NodeOptions {
     pub skip_sync: bool,
     /// `proxy.forward` (with `proxy`).
     pub proxy_forward: bool,
+    /// The port peers reach this node's API on, when not its own (a link the test can cut,
+    /// see `support::netcut`); Consul lease only.
+    pub advertise_port: Option<u16>,
 }
 
 /// A node's role with the static lease.
@@ -100,6 +103,7 @@ impl Default for NodeOptions {
             proxy: None,
             skip_sync: false,
             proxy_forward: false,
+            advertise_port: None,
         }
     }
 }
@@ -264,11 +268,12 @@ impl MountedNode {
             } => {
                 let mut l = format!(
                     "  type: consul\n  candidate: {candidate}\n  promote: {promote}\n  \
-                     hostname: node-{port}\n  advertise-url: http://127.0.0.1:{port}\n  \
+                     hostname: node-{port}\n  advertise-url: http://127.0.0.1:{advertise}\n  \
                      demote-delay: 1s\n  consul:\n    url: http://127.0.0.1:{consul_port}\n    \
                      key: litefs/primary\n",
                     promote = self.opts.promote,
                     port = self.port,
+                    advertise = self.opts.advertise_port.unwrap_or(self.port),
                 );
                 if let Some(t) = self.opts.stale_timeout {
                     writeln!(l, "  stale-timeout: {t}").unwrap();
