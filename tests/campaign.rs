@@ -508,7 +508,7 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
     // Nodes whose acknowledged writes may be lost: killed or paused while primary, with when,
     // and how long after that they may still have acknowledged writes (see
     // [`CONSUL_FORGETS`]).
-    let mut deposed: Vec<(usize, Instant, Duration)> = Vec::new();
+    let mut deposed: Vec<(usize, Instant, Duration, Fault)> = Vec::new();
     let mut counts: BTreeMap<Fault, usize> = BTreeMap::new();
     let mut faults_at: Vec<(Instant, Fault, usize)> = Vec::new();
     let started = Instant::now();
@@ -530,7 +530,7 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
         );
         match fault {
             Fault::KillPrimary => {
-                deposed.push((p, Instant::now(), Duration::ZERO));
+                deposed.push((p, Instant::now(), Duration::ZERO, fault));
                 nodes[p].kill9();
                 nodes[p].start_again();
             }
@@ -547,13 +547,13 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
                 let pid = nodes[p].pid().unwrap();
                 // A commit its writer had begun before the pause may be acknowledged as the
                 // process resumes (the check that it may write was made before).
-                deposed.push((p, Instant::now(), PAUSE + Duration::from_secs(1)));
+                deposed.push((p, Instant::now(), PAUSE + Duration::from_secs(1), fault));
                 signal(pid, libc::SIGSTOP);
                 std::thread::sleep(PAUSE);
                 signal(pid, libc::SIGCONT);
             }
             Fault::RestartConsul => {
-                deposed.push((p, Instant::now(), CONSUL_FORGETS));
+                deposed.push((p, Instant::now(), CONSUL_FORGETS, fault));
                 consul.stop();
                 std::thread::sleep(Duration::from_millis(rng.range(500, 3000)));
                 consul.start_again();
@@ -561,7 +561,7 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
             Fault::PartitionPrimary => {
                 // Its writes stop at its fence, 1.5 s after its last keep-alive; none of them
                 // reached a replica.
-                deposed.push((p, Instant::now(), CONSUL_FORGETS));
+                deposed.push((p, Instant::now(), CONSUL_FORGETS, fault));
                 links[p].api.cut();
                 links[p].consul.cut();
                 std::thread::sleep(PAUSE);
@@ -612,20 +612,24 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
     let unknown: Vec<_> = present.difference(&rec.attempted).collect();
     assert!(unknown.is_empty(), "ids nobody wrote: {unknown:?}");
     let mut lost_unreplicated = 0usize;
+    let mut lost_by_event: BTreeMap<(usize, Fault), usize> = BTreeMap::new();
     let mut lost = Vec::new();
     for (id, (node, at)) in &rec.acked {
         if present.contains(id) {
             continue;
         }
-        // Allowed only for a primary deposed by a crash or a pause after it acknowledged the
-        // write (or by a Consul that forgot its lease, see `CONSUL_FORGETS`), and only as
-        // transactions it set aside as diverged.
+        // Allowed only for a primary deposed by a crash, a pause or a partition after it
+        // acknowledged the write (or by a Consul that forgot its lease, see `CONSUL_FORGETS`),
+        // and only as transactions it set aside as diverged. The fault that deposed it is the
+        // first such one of that node at or after the write.
         let excused = deposed
             .iter()
-            .any(|(n, when, grace)| n == node && *when + *grace >= *at)
-            && diverged_files(&nodes[*node]) > 0;
-        if excused {
+            .enumerate()
+            .find(|(_, (n, when, grace, _))| n == node && *when + *grace >= *at)
+            .filter(|_| diverged_files(&nodes[*node]) > 0);
+        if let Some((event, (_, _, _, fault))) = excused {
             lost_unreplicated += 1;
+            *lost_by_event.entry((event, *fault)).or_default() += 1;
         } else {
             let next = faults_at.iter().find(|(t, _, _)| t >= at);
             eprintln!(
@@ -644,12 +648,21 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
     eprintln!(
         "campaign: {cycles} cycles in {:?}, faults {counts:?}, appends acknowledged {}, transfers \
          {}, failed writes {}, bank reads {}, acknowledged writes lost with their unreplicated \
-         primary {lost_unreplicated}, other acknowledged writes lost {}, integrity failures 0",
+         primary {lost_unreplicated} (by fault: {}; at most {} at one fault), other acknowledged \
+         writes lost {}, integrity failures 0",
         started.elapsed(),
         rec.acked.len(),
         rec.transfers,
         rec.failed_writes,
         rec.bank_reads,
+        {
+            let mut by: BTreeMap<Fault, usize> = BTreeMap::new();
+            for ((_, f), n) in &lost_by_event {
+                *by.entry(*f).or_default() += n;
+            }
+            format!("{by:?}")
+        },
+        lost_by_event.values().max().copied().unwrap_or(0),
         lost.len()
     );
     assert!(

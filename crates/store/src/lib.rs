@@ -448,6 +448,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn writes_are_refused_once_the_write_deadline_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions {
+            data_dir: dir.path().to_path_buf(),
+            compress: false,
+            strict_verify: true,
+            adopt: Vec::new(),
+        })
+        .unwrap();
+        let db = store.create_db("a.db").unwrap();
+        let page = vec![0u8; 4096];
+        let now = std::time::Instant::now();
+        // No deadline (a replica's readonly flag aside), and one still to come.
+        store.set_write_deadline(None);
+        assert!(db.create(FileKind::Journal).is_ok());
+        store.set_write_deadline(Some(now + Duration::from_secs(60)));
+        assert!(db.write(FileKind::Journal, 0, &page).is_ok());
+        // Passed: the writes of SQLite's transactions are refused.
+        store.set_write_deadline(Some(now));
+        for (what, res) in [
+            ("create", db.create(FileKind::Journal)),
+            ("write", db.write(FileKind::Journal, 0, &page)),
+            ("truncate", db.truncate(FileKind::Journal, 0)),
+        ] {
+            assert!(
+                matches!(res, Err(Error::ReadOnly(ref n)) if n == "a.db"),
+                "{what}: {res:?}"
+            );
+        }
+        // A new deadline (the lease confirmed again) lets writes through again.
+        store.set_write_deadline(Some(std::time::Instant::now() + Duration::from_secs(60)));
+        assert!(db.write(FileKind::Journal, 0, &page).is_ok());
+    }
+
+    #[test]
     fn database_names_are_relative_paths_without_dot_dot() {
         for good in [
             "app.db",
