@@ -15,7 +15,7 @@ mod sums;
 pub mod wal;
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -222,6 +222,12 @@ impl Store {
     pub fn open(opts: StoreOptions) -> Result<Store> {
         let dbs_dir = opts.data_dir.join("dbs");
         fs::create_dir_all(&dbs_dir).map_err(Error::io("create", &dbs_dir))?;
+        // A data directory that cannot be written (a read-only filesystem) is refused here,
+        // naming it, rather than served with every database failing to open.
+        let probe = opts.data_dir.join(".write-check");
+        File::create(&probe)
+            .and_then(|_| fs::remove_file(&probe))
+            .map_err(Error::io("write to the data directory", &opts.data_dir))?;
         // A process that died may have left LTX files written but not synced; recovery is
         // about to remove the WAL they could be rebuilt from.
         fsutil::sync_filesystem(&dbs_dir).map_err(Error::io("sync", &dbs_dir))?;
