@@ -198,6 +198,7 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         strict_verify: config.strict_verify,
         retention: config.data.retention.as_std(),
         retention_interval: config.data.retention_monitor_interval.as_std(),
+        retention_max_size: config.data.retention_max_size.bytes(),
         fuse_dir: resolve(&config.fuse.dir)?,
         allow_other: config.fuse.allow_other,
         fuse_debug: config.fuse.debug || flags.fuse_debug,
@@ -376,6 +377,7 @@ pub fn adopt(config: Config, names: &[String]) -> Result<i32> {
         compress: config.data.compress,
         strict_verify: config.strict_verify,
         adopt: names.to_vec(),
+        retention_max_size: config.data.retention_max_size.bytes(),
     })
     .with_context(|| format!("open data directory {}", data_dir.display()))?;
     let mut code = 0;

@@ -44,6 +44,8 @@ pub struct NodeOptions {
     pub retention: Option<&'static str>,
     /// `data.retention-monitor-interval`; `None` leaves LiteFS's default (1m).
     pub retention_monitor_interval: Option<&'static str>,
+    /// `data.retention-max-size`; `None` leaves the default (256MiB).
+    pub retention_max_size: Option<&'static str>,
     /// The primary, or a replica of the primary on this 127.0.0.1 port (static lease).
     pub role: Role,
     /// `lease.databases`: what a replica follows (all when empty).
@@ -96,6 +98,7 @@ impl Default for NodeOptions {
             debug: false,
             retention: None,
             retention_monitor_interval: None,
+            retention_max_size: None,
             role: Role::Primary,
             databases: &[],
             promote: false,
@@ -250,6 +253,9 @@ impl MountedNode {
         }
         if let Some(i) = self.opts.retention_monitor_interval {
             writeln!(retention, "  retention-monitor-interval: {i}").unwrap();
+        }
+        if let Some(m) = self.opts.retention_max_size {
+            writeln!(retention, "  retention-max-size: {m}").unwrap();
         }
         let lease = match self.opts.role {
             Role::Primary | Role::Replica(_) => {

@@ -67,6 +67,15 @@ pub enum ConfigError {
         reason: String,
     },
 
+    /// A size is not a number of bytes, with or without a unit.
+    #[error("invalid size {value:?}: {reason}")]
+    InvalidSize {
+        /// The text that was being parsed.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
     /// An `exec` command line cannot be split into arguments.
     #[error("invalid command {command:?}: {reason}")]
     InvalidCommand {

@@ -31,6 +31,7 @@ mod env;
 mod error;
 mod load;
 mod shell;
+mod size;
 mod validate;
 
 use std::fmt;
@@ -44,6 +45,7 @@ pub use env::{expand_env, process_env, EnvLookup};
 pub use error::ConfigError;
 pub use load::{find_config_file, search_paths, LoadOptions};
 pub use shell::split_args;
+pub use size::ByteSize;
 
 /// The whole `litefs.yml`.
 ///
@@ -239,7 +241,17 @@ pub struct DataConfig {
     /// for. Zero turns the clean-up off.
     #[serde(deserialize_with = "de::or_default")]
     pub retention_monitor_interval: Duration,
+
+    /// `data.retention-max-size` (default `256MiB`; not a LiteFS setting): the most bytes the
+    /// LTX files of one database may take. Beyond it the oldest files are deleted even if they
+    /// are younger than `data.retention` (the newest file is always kept; a replica further
+    /// behind gets a snapshot). Zero means no limit.
+    #[serde(deserialize_with = "de::or_default")]
+    pub retention_max_size: ByteSize,
 }
+
+/// The default `data.retention-max-size`.
+pub const DEFAULT_RETENTION_MAX_SIZE: ByteSize = ByteSize::from_bytes(256 << 20);
 
 impl Default for DataConfig {
     fn default() -> Self {
@@ -248,6 +260,7 @@ impl Default for DataConfig {
             compress: true,
             retention: Duration::from_secs(10 * 60),
             retention_monitor_interval: Duration::from_secs(60),
+            retention_max_size: DEFAULT_RETENTION_MAX_SIZE,
         }
     }
 }

@@ -73,8 +73,24 @@ pub fn errno(e: &Error) -> Errno {
         Error::Busy { .. } => Errno::EBUSY,
         Error::ReadOnly(_) => Errno::EROFS,
         Error::NotADatabase { .. } => Errno::EINVAL,
-        _ => Errno::EIO,
+        // An I/O error inside another one (writing an LTX file, say) keeps its errno: ENOSPC
+        // must reach SQLite as ENOSPC, which it reports as SQLITE_FULL.
+        other => io_source(other)
+            .and_then(io::Error::raw_os_error)
+            .map_or(Errno::EIO, Errno::from_i32),
     }
+}
+
+/// The first I/O error among the sources of `e`.
+fn io_source<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// Logs a failed operation (where it is turned into an errno) and maps it.

@@ -65,6 +65,8 @@ pub struct NodeOptions {
     pub retention: Duration,
     /// `data.retention-monitor-interval` (zero: no retention).
     pub retention_interval: Duration,
+    /// `data.retention-max-size` in bytes (zero: no limit).
+    pub retention_max_size: u64,
     /// `fuse.dir`.
     pub fuse_dir: PathBuf,
     /// `fuse.allow-other`.
@@ -253,6 +255,7 @@ pub async fn run(
             compress: opts.compress,
             strict_verify: opts.strict_verify,
             adopt: Vec::new(),
+            retention_max_size: opts.retention_max_size,
         })
         .map_err(|source| NodeError::Store {
             path: opts.data_dir.clone(),

@@ -166,7 +166,13 @@ pub(crate) struct DbOptions {
     /// Told the name of a database whose published position moved (see
     /// [`Db::published`]).
     pub(crate) observer: std::sync::OnceLock<ObserverSlot>,
+    /// The most bytes the LTX files of one database may take (0: no limit); see
+    /// `StoreOptions::retention_max_size`.
+    pub(crate) ltx_max_bytes: u64,
 }
+
+/// [`Db`]'s count of the bytes in its LTX folder before the folder was first measured.
+const LTX_BYTES_UNKNOWN: u64 = u64::MAX;
 
 /// Holds the observer (a function has no `Debug`).
 pub(crate) struct ObserverSlot(pub(crate) Observer);
@@ -381,6 +387,12 @@ pub struct Db {
     forward: Mutex<Option<ForwardSlot>>,
     /// `forward` is set: SQLite may write here although the node is a replica.
     halted: std::sync::atomic::AtomicBool,
+    /// The bytes of the LTX files in `ltx_dir` as far as this process knows (measured by
+    /// each retention pass, counted up as files are written; [`LTX_BYTES_UNKNOWN`] before
+    /// the first pass): a cheap check against `DbOptions::ltx_max_bytes` after each write.
+    ltx_bytes: std::sync::atomic::AtomicU64,
+    /// The LTX writer thread is to check the LTX files against `DbOptions::ltx_max_bytes`.
+    ltx_cap_due: std::sync::atomic::AtomicBool,
 }
 
 /// Sends an LTX file written under the halt lock to the primary (its path, still under a
@@ -526,6 +538,8 @@ impl Db {
             retractions: std::sync::atomic::AtomicU64::new(0),
             forward: Mutex::new(None),
             halted: std::sync::atomic::AtomicBool::new(false),
+            ltx_bytes: std::sync::atomic::AtomicU64::new(LTX_BYTES_UNKNOWN),
+            ltx_cap_due: std::sync::atomic::AtomicBool::new(true),
         };
         {
             let mut inner = db.lock();
@@ -1923,6 +1937,7 @@ impl Db {
                 })?;
             }
             fsutil::rename(&tmp, &path, &file, durable).map_err(Error::io("rename", &path))?;
+            self.ltx_written(file.metadata().map_or(0, |m| m.len()));
             if let Some(data) = bytes {
                 self.keep_recent(RecentLtx {
                     header: *header,
@@ -2256,31 +2271,74 @@ impl Db {
         self.sync_ltx(&mut inner)
     }
 
-    /// Deletes LTX files last modified before `cutoff`, always keeping the newest. Returns how
+    /// Deletes LTX files last modified before `cutoff`, and the oldest ones while all of them
+    /// take more than the store's `retention_max_size`, always keeping the newest. Returns how
     /// many were deleted.
     pub fn enforce_retention(&self, cutoff: SystemTime) -> Result<usize> {
         // Never leave only files a power loss could still take.
         self.sync()?;
-        let files = crate::recover::ltx_files(&self.ltx_dir)?;
-        let mut removed = 0;
-        for (min, _, path) in files.iter().rev().skip(1) {
-            let modified = fs::metadata(path).and_then(|m| m.modified());
-            match modified {
-                Ok(t) if t < cutoff => {
-                    fsutil::remove_if_exists(path).map_err(Error::io("remove", path))?;
-                    self.forget_recent(*min);
-                    self.ranges
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&min.get());
-                    removed += 1;
+        let mut files = Vec::new();
+        let mut total = 0u64;
+        for (min, _, path) in crate::recover::ltx_files(&self.ltx_dir)? {
+            match fs::metadata(&path) {
+                Ok(m) => {
+                    total += m.len();
+                    files.push((min, path, m.len(), m.modified().ok()));
                 }
-                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("stat", path)(e)),
+                Err(e) => return Err(Error::io("stat", &path)(e)),
             }
         }
-        Ok(removed)
+        let max = self.opts.ltx_max_bytes;
+        let mut removed = 0;
+        let result = (|| {
+            for (min, path, len, modified) in files.iter().rev().skip(1).rev() {
+                let old = modified.is_some_and(|t| t < cutoff);
+                let over = max > 0 && total > max;
+                if !old && !over {
+                    continue;
+                }
+                fsutil::remove_if_exists(path).map_err(Error::io("remove", path))?;
+                self.forget_recent(*min);
+                self.ranges
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&min.get());
+                total -= len;
+                removed += 1;
+            }
+            Ok(())
+        })();
+        // Files written meanwhile are counted again by the next pass.
+        self.ltx_bytes
+            .store(total, std::sync::atomic::Ordering::Release);
+        result.map(|()| removed)
+    }
+
+    /// Counts an LTX file of `len` bytes just placed in the LTX folder; past the store's
+    /// `retention_max_size` the LTX writer thread is woken to delete the oldest files.
+    pub(crate) fn ltx_written(&self, len: u64) {
+        use std::sync::atomic::Ordering;
+        let total = self
+            .ltx_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n != LTX_BYTES_UNKNOWN).then(|| n.saturating_add(len))
+            })
+            .map_or(LTX_BYTES_UNKNOWN, |n| n.saturating_add(len));
+        if self.opts.ltx_max_bytes > 0 && total > self.opts.ltx_max_bytes {
+            self.ltx_cap_due.store(true, Ordering::Release);
+            self.opts.wake.notify();
+        }
+    }
+
+    /// Whether the LTX files may take more than the store's `retention_max_size` since the
+    /// last check (or were not measured yet), and forgets it: the LTX writer thread then runs
+    /// [`Db::enforce_retention`] on them.
+    pub(crate) fn take_ltx_cap_due(&self) -> bool {
+        self.opts.ltx_max_bytes > 0
+            && self
+                .ltx_cap_due
+                .swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 }
 

@@ -37,6 +37,39 @@ pub fn rename(from: &Path, to: &Path, file: &File, durable: bool) -> io::Result<
     Ok(())
 }
 
+/// Makes sure the first `len` bytes of `file` have disk space (`fallocate`, keeping its size
+/// and content: space past its end is reserved for writes that will grow it). On a full disk this fails with
+/// ENOSPC before anything was written. A filesystem without `fallocate` gets no reservation.
+pub fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    loop {
+        // SAFETY: `file` is an open file descriptor for the duration of the call.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            libc::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                len,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EOPNOTSUPP) => return Ok(()),
+            _ => return Err(e),
+        }
+    }
+}
+
 /// Removes a file, treating "already gone" as success.
 pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {

@@ -15,7 +15,7 @@ mod sums;
 pub mod wal;
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,10 @@ pub struct StoreOptions {
     /// the node was down), is recorded as it is as a new transaction instead of being repaired
     /// or refused (`litefs-rs adopt`).
     pub adopt: Vec<String>,
+    /// The most bytes the LTX files of one database may take (`data.retention-max-size`; 0:
+    /// no limit). Past it the oldest files are deleted even if younger than
+    /// `data.retention`; the newest is always kept.
+    pub retention_max_size: u64,
 }
 
 type DbMap = Arc<RwLock<BTreeMap<String, Arc<Db>>>>;
@@ -116,6 +120,15 @@ impl LtxWriter {
                             Err(e) => {
                                 retry.insert(db.name().to_owned(), now + LTX_WRITER_IDLE);
                                 tracing::warn!(db = %db.name(), "failed to write an LTX file (will retry): {}", error::chain(&e));
+                            }
+                        }
+                        // `data.retention-max-size`: checked after writes, not only by the
+                        // retention monitor, so a burst cannot outrun it.
+                        if db.take_ltx_cap_due() {
+                            match db.enforce_retention(SystemTime::UNIX_EPOCH) {
+                                Ok(n) if n > 0 => tracing::debug!(db = %db.name(), removed = n, "LTX files over retention-max-size removed"),
+                                Ok(_) => {}
+                                Err(e) => tracing::warn!(db = %db.name(), "failed to enforce retention-max-size: {}", error::chain(&e)),
                             }
                         }
                     }
@@ -209,6 +222,12 @@ impl Store {
     pub fn open(opts: StoreOptions) -> Result<Store> {
         let dbs_dir = opts.data_dir.join("dbs");
         fs::create_dir_all(&dbs_dir).map_err(Error::io("create", &dbs_dir))?;
+        // A data directory that cannot be written (a read-only filesystem) is refused here,
+        // naming it, rather than served with every database failing to open.
+        let probe = opts.data_dir.join(".write-check");
+        File::create(&probe)
+            .and_then(|_| fs::remove_file(&probe))
+            .map_err(Error::io("write to the data directory", &opts.data_dir))?;
         // A process that died may have left LTX files written but not synced; recovery is
         // about to remove the WAL they could be rebuilt from.
         fsutil::sync_filesystem(&dbs_dir).map_err(Error::io("sync", &dbs_dir))?;
@@ -223,6 +242,7 @@ impl Store {
             epoch: std::time::Instant::now(),
             write_deadline: std::sync::atomic::AtomicU64::new(0),
             observer: std::sync::OnceLock::new(),
+            ltx_max_bytes: opts.retention_max_size,
         });
         let mut dbs = BTreeMap::new();
         let mut found = Vec::new();
@@ -446,6 +466,123 @@ pub fn is_not_found(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The LTX files of `db`: (first TXID, bytes), oldest first.
+    fn ltx_sizes(db: &Db) -> Vec<(u64, u64)> {
+        recover::ltx_files(db.ltx_dir())
+            .unwrap()
+            .into_iter()
+            // The LTX writer thread may delete a file between the listing and the stat.
+            .filter_map(|(min, _, path)| Some((min.get(), fs::metadata(path).ok()?.len())))
+            .collect()
+    }
+
+    /// Commits one rollback-journal transaction that rewrites pages 1..=pages of `db` (4 KiB
+    /// pages, content derived from `seed` so that each file has its full size).
+    fn commit_pages(db: &Db, pages: u32, seed: u64) {
+        db.create(FileKind::Journal).unwrap();
+        let mut hdr = vec![0u8; 512];
+        hdr[..8].copy_from_slice(&journal::JOURNAL_MAGIC);
+        db.write(FileKind::Journal, 0, &hdr).unwrap();
+        let mut x = seed.wrapping_mul(2).wrapping_add(1);
+        for pgno in 1..=pages {
+            let mut page = vec![0u8; 4096];
+            for b in page.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            if pgno == 1 {
+                page[..16].copy_from_slice(litefs_ltx::dbfile::SQLITE_MAGIC);
+                page[16..18].copy_from_slice(&4096u16.to_be_bytes());
+                page[18] = 1;
+                page[19] = 1;
+                page[28..32].copy_from_slice(&pages.to_be_bytes());
+            }
+            db.write(FileKind::Database, u64::from(pgno - 1) * 4096, &page)
+                .unwrap();
+        }
+        db.remove(FileKind::Journal).unwrap();
+    }
+
+    #[test]
+    fn ltx_files_over_the_size_cap_are_deleted_oldest_first_keeping_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 64 << 10;
+        let store = Store::open(StoreOptions {
+            data_dir: dir.path().to_owned(),
+            compress: false,
+            strict_verify: false,
+            adopt: Vec::new(),
+            retention_max_size: cap,
+        })
+        .unwrap();
+        let db = store.create_db("cap.db").unwrap();
+        db.create(FileKind::Database).unwrap();
+        let mut largest = 0;
+        for i in 0..60u64 {
+            commit_pages(&db, 2, i);
+            largest = largest.max(ltx_sizes(&db).last().unwrap().1);
+        }
+        assert_eq!(db.pos().txid.get(), 60);
+        // The check after each write (on the LTX writer thread) keeps the folder near the
+        // cap while the writes go on.
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let total: u64 = ltx_sizes(&db).iter().map(|f| f.1).sum();
+            if total <= cap + largest {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "LTX files take {total} bytes, cap {cap}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        // A pass by time that deletes nothing by age enforces the cap exactly.
+        store.enforce_retention(Duration::from_secs(3600));
+        let files = ltx_sizes(&db);
+        let total: u64 = files.iter().map(|f| f.1).sum();
+        assert!(total <= cap, "{total} bytes left, cap {cap}");
+        assert!(files.len() > 1, "{files:?}");
+        // What is left is the newest files, without a gap.
+        let first = files[0].0;
+        let kept: Vec<u64> = files.iter().map(|f| f.0).collect();
+        assert_eq!(kept, (first..=60).collect::<Vec<_>>());
+        assert_eq!(db.pos().txid.get(), 60);
+
+        // A newest file larger than the cap on its own is kept.
+        commit_pages(&db, 20, 99);
+        store.enforce_retention(Duration::from_secs(3600));
+        let files = ltx_sizes(&db);
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].0, 61);
+        assert!(files[0].1 > cap);
+    }
+
+    #[test]
+    fn no_size_cap_keeps_files_younger_than_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions {
+            data_dir: dir.path().to_owned(),
+            compress: false,
+            strict_verify: false,
+            adopt: Vec::new(),
+            retention_max_size: 0,
+        })
+        .unwrap();
+        let db = store.create_db("all.db").unwrap();
+        db.create(FileKind::Database).unwrap();
+        for i in 0..20u64 {
+            commit_pages(&db, 2, i);
+        }
+        assert_eq!(store.enforce_retention(Duration::from_secs(3600)), 0);
+        assert_eq!(ltx_sizes(&db).len(), 20);
+        // Past the retention, all but the newest go.
+        assert_eq!(store.enforce_retention(Duration::ZERO), 19);
+        assert_eq!(ltx_sizes(&db).len(), 1);
+    }
 
     #[test]
     fn writes_are_refused_once_the_write_deadline_has_passed() {

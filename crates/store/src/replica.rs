@@ -267,14 +267,32 @@ impl Db {
                 tracing::warn!(db = %self.name(), from = %inner.pos, to = %Pos::new(h.max_txid, t.post_apply_checksum), kept = %aside.display(), files = diverged.len(), "a snapshot from the primary replaces this database's history; its LTX files are kept");
             }
         }
+        // The space the pages need in the database file is taken before anything is written:
+        // on a full disk the apply fails here with ENOSPC, with the database as it was, and
+        // is tried again (the primary sends the file again) instead of leaving the database
+        // between two states.
+        let db_path = self.dir().join(FileKind::Database.backing_name());
+        if h.commit > 0 {
+            let len = u64::from(h.commit) * u64::from(h.page_size.get());
+            crate::fsutil::allocate(&inner.db, len).map_err(Error::io("allocate", &db_path))?;
+        }
         let dst = ltx_dir.join(format_filename(h.min_txid, h.max_txid));
         match (&data, in_memory) {
             (Some(bytes), true) => {
-                let mut f = File::create(&dst).map_err(Error::io("create", &dst))?;
-                f.write_all(bytes).map_err(Error::io("write", &dst))?;
-                if durable {
-                    f.sync_all().map_err(Error::io("sync", &dst))?;
+                let written = (|| {
+                    let mut f = File::create(&dst)?;
+                    f.write_all(bytes)?;
+                    if durable {
+                        f.sync_all()?;
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = written {
+                    // No partial file may stay under the name of a transaction not applied.
+                    let _ = fs::remove_file(&dst);
+                    return Err(Error::io("write", &dst)(e));
                 }
+                self.ltx_written(bytes.len() as u64);
             }
             _ => {
                 if durable {
@@ -283,6 +301,7 @@ impl Db {
                         .map_err(Error::io("sync", src))?;
                 }
                 fs::rename(src, &dst).map_err(Error::io("rename", src))?;
+                self.ltx_written(fs::metadata(&dst).map_or(0, |m| m.len()));
             }
         }
         if durable {
@@ -297,7 +316,6 @@ impl Db {
         if snapshot || inner.page_size != Some(ps) {
             inner.sums = PageSums::default();
         }
-        let db_path = self.dir().join(FileKind::Database.backing_name());
         let decode = |source| Error::Decode {
             db: self.name().to_owned(),
             path: dst.clone(),
