@@ -14,11 +14,12 @@
 //! then SIGCONT, Consul stopped and restarted, the primary partitioned from its peers and from
 //! Consul for longer than the lease's hold, and the replication links cut for a few seconds
 //! (the nodes reach each other and Consul through links the test severs, `support::netcut`:
-//! while cut, connections stay open and silent, as in a partition). After each cycle: one primary, every node
+//! while cut, connections stay open and silent, as in a partition), and the data directory of
+//! the primary or of a replica full for a few seconds (each node's is a tmpfs of its own). After each cycle: one primary, every node
 //! caught up, and on every node `PRAGMA integrity_check`, the same position, a database that
 //! matches its position's checksum and an unbroken LTX chain.
 //!
-//! The test runs `LITEFS_CAMPAIGN_CYCLES` cycles (default 7, one of each kind: the short
+//! The test runs `LITEFS_CAMPAIGN_CYCLES` cycles (default 9, one of each kind: the short
 //! version CI runs);
 //! `scripts/campaign.sh --cycles N` runs the long version and prints the figures.
 //! `LITEFS_TEST_SEED` replays a run.
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{logs, wait_caught_up, wait_one_primary};
 use support::consul::Consul;
+use support::disk::Tmpfs;
 use support::mount::{MountedNode, Rng};
 use support::netcut::Link;
 
@@ -297,9 +299,13 @@ enum Fault {
     PartitionPrimary,
     /// The replicas cut off from the primary (the primary keeps its lease) for a few seconds.
     CutReplication,
+    /// The primary's data directory full for a few seconds.
+    DiskFullPrimary,
+    /// A replica's data directory full for a few seconds.
+    DiskFullReplica,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 9] = [
     Fault::KillPrimary,
     Fault::KillReplica,
     Fault::TermPrimary,
@@ -307,7 +313,13 @@ const FAULTS: [Fault; 7] = [
     Fault::RestartConsul,
     Fault::PartitionPrimary,
     Fault::CutReplication,
+    Fault::DiskFullPrimary,
+    Fault::DiskFullReplica,
 ];
+
+/// Each node's data directory: a tmpfs of this size, which a fault fills. The LTX files are
+/// capped well below it (`data.retention-max-size`), so that only a fault fills it.
+const DISK: &str = "128m";
 
 /// A node's links to the others: its API as its peers reach it, and its way to Consul.
 #[derive(Debug)]
@@ -316,8 +328,9 @@ struct Links {
     consul: Link,
 }
 
-/// A candidate whose peers, and whose Consul, are reached through links the test can cut.
-fn start_linked(consul: &Consul) -> (MountedNode, Links) {
+/// A candidate whose peers, and whose Consul, are reached through links the test can cut, with
+/// its data directory on a tmpfs of its own.
+fn start_linked(consul: &Consul) -> (MountedNode, Links, Tmpfs) {
     let links = Links {
         api: Link::to(0),
         consul: Link::to(consul.port()),
@@ -328,9 +341,20 @@ fn start_linked(consul: &Consul) -> (MountedNode, Links) {
         candidate: true,
     };
     opts.advertise_port = Some(links.api.port());
-    let node = MountedNode::start_with(opts);
+    opts.retention = Some("1m");
+    opts.retention_monitor_interval = Some("5s");
+    opts.retention_max_size = Some("8MiB");
+    let mut disk = None;
+    let node = MountedNode::start_prepared(opts, |data| disk = Some(Tmpfs::mount(data, DISK)));
     links.api.set_target(node.port());
-    (node, links)
+    (node, links, disk.expect("the data directory's tmpfs"))
+}
+
+/// Fills `disk` for a while (the workload goes on), then frees it.
+fn fill_for(disk: &Tmpfs, rng: &mut Rng) {
+    let filler = disk.fill();
+    std::thread::sleep(Duration::from_millis(rng.range(1000, 3000)));
+    std::fs::remove_file(&filler).unwrap();
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
@@ -455,8 +479,16 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
         .unwrap_or(FAULTS.len());
     let mut rng = Rng::from_env_or_time();
     let mut consul = Consul::start();
-    let (mut nodes, links): (Vec<MountedNode>, Vec<Links>) =
-        (0..3).map(|_| start_linked(&consul)).unzip();
+    // The disks are dropped (unmounted) after the nodes have stopped.
+    let mut disks: Vec<Tmpfs> = Vec::new();
+    let mut nodes: Vec<MountedNode> = Vec::new();
+    let mut links: Vec<Links> = Vec::new();
+    for _ in 0..3 {
+        let (n, l, d) = start_linked(&consul);
+        nodes.push(n);
+        links.push(l);
+        disks.push(d);
+    }
     let p = settle(&nodes);
     support::cluster::sql(
         &nodes[p],
@@ -572,6 +604,11 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
                 links[p].api.cut();
                 std::thread::sleep(Duration::from_millis(rng.range(1000, 4000)));
                 links[p].api.heal();
+            }
+            Fault::DiskFullPrimary => fill_for(&disks[p], &mut rng),
+            Fault::DiskFullReplica => {
+                let r = (p + 1 + usize::try_from(rng.range(0, 1)).unwrap()) % 3;
+                fill_for(&disks[r], &mut rng);
             }
         }
         // The writers are held still while the nodes are compared.

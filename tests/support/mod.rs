@@ -71,5 +71,6 @@ pub fn sqlite3(db: &Path, sql: &str) -> String {
 }
 pub mod cluster;
 pub mod consul;
+pub mod disk;
 pub mod mount;
 pub mod netcut;

@@ -419,17 +419,23 @@ impl MountedNode {
 
     /// Checks the LTX files of a database: they are exactly `i-i.ltx` for `i` in `1..=txid`,
     /// each verifies, each one's pre-apply checksum is the previous one's post-apply checksum,
-    /// and the last one ends at `pos`. Returns the number of files.
+    /// and the last one ends at `pos`. Returns the number of files. With a retention set in
+    /// the node's options (which deletes the oldest files), the chain may start at any TXID.
     pub fn check_ltx_chain(&self, name: &str, pos: Pos) -> u64 {
         // Files cover 1..=TXID without gaps: one file per transaction, or one file for a range
         // of them (start-up recovery writes the transactions a crash left without files so).
         let files = self.ltx_files(name);
+        let pruned = self.opts.retention.is_some() || self.opts.retention_max_size.is_some();
         let mut next = 1u64;
         let mut prev_post = Checksum::ZERO;
-        for path in &files {
+        for (i, path) in files.iter().enumerate() {
             let f = fs::File::open(path).unwrap();
             let (hdr, trailer, _pages) = litefs_ltx::verify(std::io::BufReader::new(f))
                 .unwrap_or_else(|e| panic!("verify {}: {e}", path.display()));
+            if i == 0 && pruned {
+                next = hdr.min_txid.get();
+                prev_post = hdr.pre_apply_checksum;
+            }
             assert_eq!(
                 hdr.min_txid,
                 TXID::new(next),

@@ -592,6 +592,7 @@ mod tests {
             compress: false,
             strict_verify: true,
             adopt: Vec::new(),
+            retention_max_size: 0,
         })
         .unwrap();
         let db = store.create_db("a.db").unwrap();
