@@ -15,11 +15,14 @@
 //! Consul for longer than the lease's hold, and the replication links cut for a few seconds
 //! (the nodes reach each other and Consul through links the test severs, `support::netcut`:
 //! while cut, connections stay open and silent, as in a partition), and the data directory of
-//! the primary or of a replica full for a few seconds (each node's is a tmpfs of its own). After each cycle: one primary, every node
+//! the primary or of a replica full for a few seconds, or failing (its ext4 file system turns
+//! read-only under the node, as on a disk error; the node is then stopped, the file system
+//! checked and mounted again, and the node started again). Each node's data directory is an
+//! ext4 file system of its own (an image in `/dev/shm`, loop-mounted). After each cycle: one primary, every node
 //! caught up, and on every node `PRAGMA integrity_check`, the same position, a database that
 //! matches its position's checksum and an unbroken LTX chain.
 //!
-//! The test runs `LITEFS_CAMPAIGN_CYCLES` cycles (default 9, one of each kind: the short
+//! The test runs `LITEFS_CAMPAIGN_CYCLES` cycles (default 11, one of each kind: the short
 //! version CI runs);
 //! `scripts/campaign.sh --cycles N` runs the long version and prints the figures.
 //! `LITEFS_TEST_SEED` replays a run.
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::{logs, wait_caught_up, wait_one_primary};
 use support::consul::Consul;
-use support::disk::Tmpfs;
+use support::disk::Ext4;
 use support::mount::{MountedNode, Rng};
 use support::netcut::Link;
 
@@ -303,9 +306,15 @@ enum Fault {
     DiskFullPrimary,
     /// A replica's data directory full for a few seconds.
     DiskFullReplica,
+    /// The primary's disk fails (its file system turns read-only under it); a second or two
+    /// later the node is stopped (SIGTERM), the file system checked and mounted again, and
+    /// the node started again.
+    DiskFailsPrimary,
+    /// The same on a replica.
+    DiskFailsReplica,
 }
 
-const FAULTS: [Fault; 9] = [
+const FAULTS: [Fault; 11] = [
     Fault::KillPrimary,
     Fault::KillReplica,
     Fault::TermPrimary,
@@ -315,11 +324,14 @@ const FAULTS: [Fault; 9] = [
     Fault::CutReplication,
     Fault::DiskFullPrimary,
     Fault::DiskFullReplica,
+    Fault::DiskFailsPrimary,
+    Fault::DiskFailsReplica,
 ];
 
-/// Each node's data directory: a tmpfs of this size, which a fault fills. The LTX files are
-/// capped well below it (`data.retention-max-size`), so that only a fault fills it.
-const DISK: &str = "128m";
+/// Each node's data directory: an ext4 file system of this size (MiB), which a fault fills or
+/// fails. The LTX files are capped well below it (`data.retention-max-size`), so that only a
+/// fault fills it.
+const DISK_MIB: u64 = 128;
 
 /// A node's links to the others: its API as its peers reach it, and its way to Consul.
 #[derive(Debug)]
@@ -330,7 +342,7 @@ struct Links {
 
 /// A candidate whose peers, and whose Consul, are reached through links the test can cut, with
 /// its data directory on a tmpfs of its own.
-fn start_linked(consul: &Consul) -> (MountedNode, Links, Tmpfs) {
+fn start_linked(consul: &Consul) -> (MountedNode, Links, Ext4) {
     let links = Links {
         api: Link::to(0),
         consul: Link::to(consul.port()),
@@ -345,13 +357,25 @@ fn start_linked(consul: &Consul) -> (MountedNode, Links, Tmpfs) {
     opts.retention_monitor_interval = Some("5s");
     opts.retention_max_size = Some("8MiB");
     let mut disk = None;
-    let node = MountedNode::start_prepared(opts, |data| disk = Some(Tmpfs::mount(data, DISK)));
+    let node = MountedNode::start_prepared(opts, |data| disk = Some(Ext4::mount(data, DISK_MIB)));
     links.api.set_target(node.port());
-    (node, links, disk.expect("the data directory's tmpfs"))
+    (node, links, disk.expect("the data directory's file system"))
+}
+
+/// Fails a node's disk, lets it run on it for a while, then stops the node, repairs the disk
+/// and starts the node again.
+fn fail_disk(node: &mut MountedNode, disk: &Ext4, rng: &mut Rng) {
+    disk.fail();
+    std::thread::sleep(Duration::from_millis(rng.range(1000, 2500)));
+    // It stops cleanly (the lease released, unmounted), saying so if its files could not all
+    // be made durable.
+    node.stop_on_failed_disk();
+    disk.repair();
+    node.start_again();
 }
 
 /// Fills `disk` for a while (the workload goes on), then frees it.
-fn fill_for(disk: &Tmpfs, rng: &mut Rng) {
+fn fill_for(disk: &Ext4, rng: &mut Rng) {
     let filler = disk.fill();
     std::thread::sleep(Duration::from_millis(rng.range(1000, 3000)));
     std::fs::remove_file(&filler).unwrap();
@@ -480,7 +504,7 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
     let mut rng = Rng::from_env_or_time();
     let mut consul = Consul::start();
     // The disks are dropped (unmounted) after the nodes have stopped.
-    let mut disks: Vec<Tmpfs> = Vec::new();
+    let mut disks: Vec<Ext4> = Vec::new();
     let mut nodes: Vec<MountedNode> = Vec::new();
     let mut links: Vec<Links> = Vec::new();
     for _ in 0..3 {
@@ -609,6 +633,11 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
             Fault::DiskFullReplica => {
                 let r = (p + 1 + usize::try_from(rng.range(0, 1)).unwrap()) % 3;
                 fill_for(&disks[r], &mut rng);
+            }
+            Fault::DiskFailsPrimary => fail_disk(&mut nodes[p], &disks[p], &mut rng),
+            Fault::DiskFailsReplica => {
+                let r = (p + 1 + usize::try_from(rng.range(0, 1)).unwrap()) % 3;
+                fail_disk(&mut nodes[r], &disks[r], &mut rng);
             }
         }
         // The writers are held still while the nodes are compared.
