@@ -2,7 +2,8 @@
 # Installs what litefs-rs needs to run and to be tested, on Debian 12 (bookworm):
 #
 #   - Debian packages: fuse3 (fusermount3), sqlite3, python3 (with its sqlite3 module),
-#     pkg-config, libssl-dev (the Consul client's HTTP stack links OpenSSL);
+#     pkg-config, libssl-dev (the Consul client's HTTP stack links OpenSSL), curl, and for the
+#     fault campaign's disks e2fsprogs and util-linux (usually there already);
 #   - /dev/fuse;
 #   - the Consul agent, which bookworm does not ship: Debian bullseye's `consul` package
 #     (1.8.7) is fetched with `apt-get download` through a temporary sources list that reuses
@@ -76,6 +77,9 @@ if ! pkg-config --exists openssl 2>/dev/null && ! [[ -e /usr/include/openssl/ssl
   missing+=(libssl-dev)
 fi
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The fault campaign's disks: ext4 images, loop-mounted, checked after a failure.
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v findmnt >/dev/null 2>&1 || missing+=(util-linux)
 [[ -r $keyring ]] || missing+=(debian-archive-keyring)
 
 need_fuse_dev=0
