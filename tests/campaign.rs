@@ -2,7 +2,8 @@
 //! workloads while faults are injected one cycle after another, with the invariants checked
 //! throughout and after every cycle.
 //!
-//! Workloads (rusqlite clients, each following whichever node is the primary):
+//! Workloads (SQLite clients, each following whichever node is the primary: the append clients
+//! with rusqlite in this process, the bank clients in Python processes of their own):
 //! - *bank*: transfers between accounts; the total never changes, on any node, at any read;
 //! - *append*: each client appends unique ids; at the end every id a primary acknowledged is
 //!   present exactly once, unless that primary was killed or paused before a replica had it
@@ -211,7 +212,89 @@ fn append_client(
     }
 }
 
-/// One bank client: a transfer between two random accounts per transaction.
+/// Runs the bank's SQL for a test thread in a Python process of its own, one command a line:
+/// `transfer PATH FROM TO AMOUNT` (answers `ok` or `err WHY`) and `total PATH` (answers
+/// `total SUM COUNT`). The bank database is in WAL mode, so SQLite maps the node's `-shm`
+/// file; a node killed while a transaction has it mapped faults the process that mapped it
+/// (SIGBUS), which must be this worker, not the test.
+const BANK_WORKER: &str = r#"
+import sqlite3, sys
+for line in sys.stdin:
+    cmd, path, *args = line.split()
+    try:
+        c = sqlite3.connect(path, timeout=2, isolation_level=None)
+        try:
+            if cmd == "transfer":
+                frm, to, amount = map(int, args)
+                c.execute("BEGIN IMMEDIATE")
+                (balance,) = c.execute("SELECT balance FROM accounts WHERE id = ?", (frm,)).fetchone()
+                amount = min(amount, balance)
+                c.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, frm))
+                c.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, to))
+                c.execute("COMMIT")
+                print("ok", flush=True)
+            else:
+                total, count = c.execute("SELECT SUM(balance), COUNT(*) FROM accounts").fetchone()
+                print("total", "none" if total is None else total, count, flush=True)
+        finally:
+            c.close()
+    except Exception as e:
+        print("err", str(e).replace("\n", " "), flush=True)
+"#;
+
+/// A [`BANK_WORKER`] process, started again when it died.
+struct Worker {
+    child: Option<(
+        std::process::Child,
+        std::process::ChildStdin,
+        std::io::BufReader<std::process::ChildStdout>,
+    )>,
+}
+
+impl Worker {
+    fn new() -> Worker {
+        Worker { child: None }
+    }
+
+    /// Sends one command; its answer, or `None` if the worker died on it.
+    fn call(&mut self, cmd: &str) -> Option<String> {
+        if self.child.is_none() {
+            let mut child = std::process::Command::new("python3")
+                .args(["-c", BANK_WORKER])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("run python3");
+            let stdin = child.stdin.take().unwrap();
+            let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            self.child = Some((child, stdin, stdout));
+        }
+        let (_, stdin, stdout) = self.child.as_mut()?;
+        let mut answer = String::new();
+        let ok = writeln!(stdin, "{cmd}").is_ok()
+            && std::io::BufRead::read_line(stdout, &mut answer).is_ok_and(|n| n > 0);
+        if !ok {
+            if let Some((mut child, _, _)) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            return None;
+        }
+        Some(answer.trim_end().to_owned())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some((mut child, stdin, _)) = self.child.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One bank client: a transfer between two random accounts per transaction, on whichever
+/// node is the primary.
 fn bank_client(
     seed: u64,
     nodes: Vec<Endpoint>,
@@ -220,66 +303,44 @@ fn bank_client(
     rec: Arc<Mutex<Record>>,
 ) {
     let mut rng = Rng::seeded(seed);
-    let mut conn: Option<rusqlite::Connection> = None;
+    let mut worker = Worker::new();
     while !stop.load(Ordering::Relaxed) {
-        if conn.is_none() {
-            conn = find_primary(&nodes).and_then(|i| open(&nodes[i], BANK).ok());
-            if conn.is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-        }
-        let Some(c) = conn.as_mut() else {
+        let Some(node) = find_primary(&nodes) else {
+            std::thread::sleep(Duration::from_millis(20));
             continue;
         };
-        let from = i64::try_from(rng.range(0, ACCOUNTS as u64 - 1)).unwrap();
-        let to = (from + 1 + i64::try_from(rng.range(0, ACCOUNTS as u64 - 2)).unwrap()) % ACCOUNTS;
-        let amount = i64::try_from(rng.range(1, 50)).unwrap();
+        let from = rng.range(0, ACCOUNTS as u64 - 1);
+        let to = (from + 1 + rng.range(0, ACCOUNTS as u64 - 2)) % ACCOUNTS as u64;
+        let amount = rng.range(1, 50);
         if !gate.enter(&stop) {
             break;
         }
-        let done = (|| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let balance: i64 =
-                tx.query_row("SELECT balance FROM accounts WHERE id = ?1", [from], |r| {
-                    r.get(0)
-                })?;
-            let amount = amount.min(balance);
-            tx.execute(
-                "UPDATE accounts SET balance = balance - ?1 WHERE id = ?2",
-                (amount, from),
-            )?;
-            tx.execute(
-                "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2",
-                (amount, to),
-            )?;
-            tx.commit()
-        })();
+        let done = worker.call(&format!(
+            "transfer {} {from} {to} {amount}",
+            nodes[node].mnt.join(BANK).display()
+        ));
         gate.leave();
-        match done {
-            Ok(()) => rec.lock().unwrap().transfers += 1,
-            Err(_) => {
-                rec.lock().unwrap().failed_writes += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if done.as_deref() == Some("ok") {
+            rec.lock().unwrap().transfers += 1;
+        } else {
+            rec.lock().unwrap().failed_writes += 1;
+            std::thread::sleep(Duration::from_millis(20));
         }
-        // A connection a transaction: a WAL-mode connection maps the mount's `-shm`, and a
-        // connection kept open on a node that stops would fault on it (SIGBUS kills this test
-        // process) the next time it reads it. The clients run in the test's own process.
-        conn = None;
     }
 }
 
 /// Reads the bank's total on one node over and over; every total must be [`TOTAL`].
 fn bank_reader(node: usize, ep: Endpoint, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record>>) {
+    let mut worker = Worker::new();
+    let cmd = format!("total {}", ep.mnt.join(BANK).display());
     while !stop.load(Ordering::Relaxed) {
-        // A new connection each time: the node may have been restarted under it.
-        let total = open(&ep, BANK).and_then(|c| {
-            c.query_row("SELECT SUM(balance), COUNT(*) FROM accounts", [], |r| {
-                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?))
-            })
-        });
-        if let Ok((Some(total), ACCOUNTS)) = total {
+        let answer = worker.call(&cmd).unwrap_or_default();
+        let mut parts = answer.split(' ');
+        if let (Some("total"), Some(Ok(total)), Some(Ok(ACCOUNTS))) = (
+            parts.next(),
+            parts.next().map(str::parse::<i64>),
+            parts.next().map(str::parse::<i64>),
+        ) {
             let mut r = rec.lock().unwrap();
             r.bank_reads += 1;
             if total != TOTAL {
@@ -306,9 +367,9 @@ enum Fault {
     DiskFullPrimary,
     /// A replica's data directory full for a few seconds.
     DiskFullReplica,
-    /// The primary's disk fails (its file system turns read-only under it); a second or two
-    /// later the node is stopped (SIGTERM), the file system checked and mounted again, and
-    /// the node started again.
+    /// The primary's disk fails (its file system turns read-only under it): the primary gives
+    /// its lease up and another node takes it; a second or two later the node is stopped
+    /// (SIGTERM), the file system checked and mounted again, and the node started again.
     DiskFailsPrimary,
     /// The same on a replica.
     DiskFailsReplica,
@@ -362,16 +423,38 @@ fn start_linked(consul: &Consul) -> (MountedNode, Links, Ext4) {
     (node, links, disk.expect("the data directory's file system"))
 }
 
-/// Fails a node's disk, lets it run on it for a while, then stops the node, repairs the disk
-/// and starts the node again.
-fn fail_disk(node: &mut MountedNode, disk: &Ext4, rng: &mut Rng) {
+/// Fails node `n`'s disk and lets it run on it for a while: a primary gives its lease up
+/// within the election's deadline, and another node takes it. Then stops the node, repairs
+/// the disk and starts the node again.
+fn fail_disk(nodes: &mut [MountedNode], n: usize, disk: &Ext4, rng: &mut Rng) {
+    let was_primary = support::cluster::is_primary(&nodes[n]);
     disk.fail();
+    let since = Instant::now();
+    if was_primary {
+        let refs: Vec<&MountedNode> = nodes.iter().collect();
+        loop {
+            let now = support::cluster::primaries(&refs);
+            if matches!(now[..], [q] if q != n) {
+                break;
+            }
+            assert!(
+                since.elapsed() < support::cluster::ELECTION,
+                "the primary kept its lease on a failed disk (primaries: {now:?})\n{}",
+                logs(&refs)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "the primary gave its lease up, and another node took it, {:?} after its disk failed",
+            since.elapsed()
+        );
+    }
     std::thread::sleep(Duration::from_millis(rng.range(1000, 2500)));
     // It stops cleanly (the lease released, unmounted), saying so if its files could not all
     // be made durable.
-    node.stop_on_failed_disk();
+    nodes[n].stop_on_failed_disk();
     disk.repair();
-    node.start_again();
+    nodes[n].start_again();
 }
 
 /// Fills `disk` for a while (the workload goes on), then frees it.
@@ -634,10 +717,10 @@ fn faults_under_bank_and_append_workloads_keep_every_invariant() {
                 let r = (p + 1 + usize::try_from(rng.range(0, 1)).unwrap()) % 3;
                 fill_for(&disks[r], &mut rng);
             }
-            Fault::DiskFailsPrimary => fail_disk(&mut nodes[p], &disks[p], &mut rng),
+            Fault::DiskFailsPrimary => fail_disk(&mut nodes, p, &disks[p], &mut rng),
             Fault::DiskFailsReplica => {
                 let r = (p + 1 + usize::try_from(rng.range(0, 1)).unwrap()) % 3;
-                fail_disk(&mut nodes[r], &disks[r], &mut rng);
+                fail_disk(&mut nodes, r, &disks[r], &mut rng);
             }
         }
         // The writers are held still while the nodes are compared.

@@ -171,6 +171,7 @@ impl Ext4 {
             .args(["-f", "-y"])
             .arg(&*self.image)
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status()
             .unwrap();
         // 0: clean; 1: errors corrected.

@@ -643,6 +643,11 @@ impl Roles {
         self.leaser.close().await;
         let mut machine = Machine::new(self.opts.candidate, timing, Instant::now().into_std());
         let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+        self.tracker.spawn(watch_disk(
+            self.data_dir.clone(),
+            events_tx.clone(),
+            self.cancel.clone(),
+        ));
         let mut running = Running::default();
         loop {
             let deadline = machine.deadline().map(Instant::from_std);
@@ -1294,6 +1299,42 @@ async fn sync_loop(applier: MountApplier, cancel: CancellationToken) {
             Ok(Ok(())) => {}
         }
         if stop {
+            return;
+        }
+    }
+}
+
+/// How often the data directory's file system is looked at.
+const DISK_WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Watches the data directory's file system (a small file written and removed); once it has
+/// turned read-only under the node (the kernel does so after a disk error) or fails writes
+/// with an I/O error, tells the role loop, which
+/// gives the lease up and stops competing for it. A disk that failed stays so until it is
+/// repaired and the node restarted.
+async fn watch_disk(dir: PathBuf, events: mpsc::UnboundedSender<Event>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(DISK_WATCH_EVERY) => {}
+        }
+        let d = dir.clone();
+        let probe = tokio::task::spawn_blocking(move || litefs_store::fsutil::probe_writable(&d));
+        let failed = match probe.await {
+            // A full disk is not a failure: writes resume once space is freed.
+            Ok(Ok(())) | Err(_) => None,
+            Ok(Err(e)) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EIO)) => {
+                Some(e.to_string())
+            }
+            Ok(Err(_)) => None,
+        };
+        if let Some(why) = failed {
+            tracing::error!(
+                dir = %dir.display(),
+                "the data directory failed ({why}): giving the lease up and no longer \
+                 competing for it; repair the disk and restart the node"
+            );
+            let _ = events.send(Event::DiskFailed);
             return;
         }
     }

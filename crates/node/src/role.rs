@@ -150,6 +150,9 @@ pub enum Event {
     HandoffDone(bool),
     /// The node is shutting down.
     Shutdown,
+    /// The data directory failed (its file system turned read-only or stopped answering):
+    /// this node gives up the lease if it holds it, and stops competing for it.
+    DiskFailed,
 }
 
 /// What to do.
@@ -288,6 +291,21 @@ impl Machine {
                 }
                 Phase::Following { .. } => out.push(Action::StopFollowing),
                 _ => {}
+            }
+            return out;
+        }
+        if let Event::DiskFailed = event {
+            self.candidate = false;
+            match std::mem::replace(&mut self.phase, Phase::Stopped) {
+                Phase::Primary(h) | Phase::HandingOff(h) => {
+                    // As at shutdown: no more writes, the lease goes, the streams end; then
+                    // this node follows whoever takes it.
+                    out.push(Action::Fence(true));
+                    out.push(Action::Release(h.lease));
+                    out.push(Action::StepDown);
+                    self.idle(now, None);
+                }
+                other => self.phase = other,
             }
             return out;
         }
@@ -815,6 +833,39 @@ mod tests {
         };
         assert!(m.on(t1, stale).is_empty());
         assert!(m.is_primary());
+    }
+
+    #[test]
+    fn a_primary_whose_disk_failed_gives_the_lease_up_and_never_takes_it_again() {
+        let t0 = Instant::now();
+        let mut m = primary_at(t0);
+        assert_eq!(
+            m.on(t0, Event::DiskFailed),
+            vec![
+                Action::Fence(true),
+                Action::Release(lease()),
+                Action::StepDown
+            ]
+        );
+        assert!(!m.is_primary());
+        assert!(!m.competing(t0));
+        // A free lease is looked up, then left to the others.
+        assert!(matches!(m.on(t0, Event::Tick)[..], [Action::LookUp(_)]));
+        let actions = m.on(t0, free(9, Vec::new()));
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::Acquire | Action::AcquireExisting(_))),
+            "{actions:?}"
+        );
+        // And a held one is followed.
+        let t1 = t0 + Duration::from_secs(10);
+        let _ = m.on(t1, Event::Tick);
+        let actions = m.on(t1, held(info(2), "s2", 10));
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::Follow(_))),
+            "{actions:?}"
+        );
     }
 
     #[test]

@@ -22,6 +22,16 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Whether the directory `dir` still takes writes: creates, writes and removes a small file
+/// in it. Fails as the file system does (`EROFS` once the kernel turned it read-only after a
+/// disk error, even where the mount still says `rw`; `EIO`; `ENOSPC` on a full disk).
+pub fn probe_writable(dir: &Path) -> io::Result<()> {
+    let path = dir.join(".disk-check");
+    let res = fs::File::create(&path).and_then(|mut f| io::Write::write_all(&mut f, b"ok"));
+    let removed = remove_if_exists(&path);
+    res.and(removed)
+}
+
 /// Renames `from` to `to`; with `durable`, syncs the file before and the directory after, so
 /// the new name and its contents survive a power loss.
 pub fn rename(from: &Path, to: &Path, file: &File, durable: bool) -> io::Result<()> {
