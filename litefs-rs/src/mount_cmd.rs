@@ -203,6 +203,7 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         fuse_debug: config.fuse.debug || flags.fuse_debug,
         skip_unmount: flags.skip_unmount,
         http_addr: config.http.addr.clone(),
+        auth_token: litefs_node::AuthToken::new(&config.http.auth_token),
         lease,
         own,
         candidate: config.lease.candidate,

@@ -37,6 +37,18 @@ struct Endpoint {
     authority: String,
     /// Path prefix without the trailing slash.
     prefix: String,
+    /// The `Authorization` header the node's `http.auth-token` needs.
+    auth: Option<String>,
+}
+
+/// The API at `url`, reached with `token` (the node's `http.auth-token`; `None` or empty when
+/// it has none).
+fn endpoint(url: &str, token: Option<&str>) -> Result<Endpoint> {
+    let mut ep = parse_url(url)?;
+    ep.auth = token
+        .filter(|t| !t.is_empty())
+        .map(|t| format!("Bearer {t}"));
+    Ok(ep)
 }
 
 fn parse_url(url: &str) -> Result<Endpoint> {
@@ -69,6 +81,7 @@ fn parse_url(url: &str) -> Result<Endpoint> {
         prefix: format!("/{}", path.trim_end_matches('/'))
             .trim_end_matches('/')
             .to_owned(),
+        auth: None,
     })
 }
 
@@ -87,6 +100,12 @@ fn encode(v: &str) -> String {
         }
     }
     out
+}
+
+/// Refuses a `-name` that cannot name a database before asking the node (which would refuse
+/// it too).
+fn check_name(name: &str) -> Result<()> {
+    litefs_store::validate_name(name).map_err(|e| anyhow!("-name: {e}"))
 }
 
 /// Sends one request on a new connection and returns the response (its body still to read).
@@ -111,6 +130,9 @@ where
         .method(method)
         .uri(format!("{}{path}", ep.prefix))
         .header(hyper::header::HOST, &ep.authority);
+    if let Some(auth) = &ep.auth {
+        req = req.header(hyper::header::AUTHORIZATION, auth);
+    }
     if let Some(len) = body.size_hint().exact() {
         req = req.header(hyper::header::CONTENT_LENGTH, len);
     }
@@ -152,8 +174,9 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// Downloads database `name` to `path`: written to `PATH.tmp`, synced, the `-journal`, `-wal`
 /// and `-shm` files beside `PATH` removed (they belong to the file being replaced), renamed
 /// over `PATH`, and the directory synced.
-pub fn export(url: &str, name: &str, path: &Path) -> Result<()> {
-    let ep = parse_url(url)?;
+pub fn export(url: &str, token: Option<&str>, name: &str, path: &Path) -> Result<()> {
+    check_name(name)?;
+    let ep = endpoint(url, token)?;
     let tmp = with_suffix(path, ".tmp");
     let result = runtime()?.block_on(async {
         let resp = send(
@@ -257,13 +280,14 @@ impl Body for FileBody {
 
 /// Uploads the SQLite file at `path` as database `name` (created or replaced on the primary).
 /// Prints the server's answer.
-pub fn import(url: &str, name: &str, path: &Path) -> Result<()> {
-    import_file(url, name, path)
+pub fn import(url: &str, token: Option<&str>, name: &str, path: &Path) -> Result<()> {
+    check_name(name)?;
+    import_file(url, token, name, path)
         .with_context(|| format!("import {} as {name} into {url}", path.display()))
 }
 
-fn import_file(url: &str, name: &str, path: &Path) -> Result<()> {
-    let ep = parse_url(url)?;
+fn import_file(url: &str, token: Option<&str>, name: &str, path: &Path) -> Result<()> {
+    let ep = endpoint(url, token)?;
     let body = FileBody::open(path)?;
     runtime()?.block_on(async {
         let resp = send(
@@ -328,8 +352,13 @@ pub struct RunFlags {
 
 /// `litefs-rs run`: asks the node at `url` about itself, promotes it if asked, then runs `cmd`
 /// and returns its exit code (0 without running it on a non-candidate with `-if-candidate`).
-pub fn run(url: &str, flags: RunFlags, cmd: &[std::ffi::OsString]) -> Result<i32> {
-    let ep = parse_url(url)?;
+pub fn run(
+    url: &str,
+    token: Option<&str>,
+    flags: RunFlags,
+    cmd: &[std::ffi::OsString],
+) -> Result<i32> {
+    let ep = endpoint(url, token)?;
     let Some((program, args)) = cmd.split_first() else {
         bail!("no command to run (litefs-rs run [flags] -- CMD [ARGS...])");
     };

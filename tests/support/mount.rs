@@ -59,6 +59,8 @@ pub struct NodeOptions {
     pub skip_sync: bool,
     /// `proxy.forward` (with `proxy`).
     pub proxy_forward: bool,
+    /// `http.auth-token`.
+    pub auth_token: Option<&'static str>,
 }
 
 /// A node's role with the static lease.
@@ -100,6 +102,7 @@ impl Default for NodeOptions {
             proxy: None,
             skip_sync: false,
             proxy_forward: false,
+            auth_token: None,
         }
     }
 }
@@ -306,6 +309,10 @@ impl MountedNode {
         if self.opts.skip_sync {
             yaml.push_str("skip-sync: true\n");
         }
+        if let Some(token) = self.opts.auth_token {
+            let http = format!("http:\n  addr: 127.0.0.1:{}\n", self.port);
+            yaml = yaml.replace(&http, &format!("{http}  auth-token: \"{token}\"\n"));
+        }
         fs::write(self.config_path(), yaml).unwrap();
     }
 
@@ -317,6 +324,14 @@ impl MountedNode {
     /// The internal API's URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `curl` arguments that send the node's `http.auth-token`, if it has one.
+    pub fn curl_auth(&self) -> Vec<String> {
+        self.opts
+            .auth_token
+            .map(|t| vec!["-H".to_owned(), format!("Authorization: Bearer {t}")])
+            .unwrap_or_default()
     }
 
     /// The temporary directory holding the config, the log, the mount point and the data.

@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use litefs_ltx::NodeId;
 use litefs_replication::primary::{self, StreamOptions};
 use litefs_replication::replica::{CLUSTER_ID_HEADER, ID_HEADER};
-use litefs_replication::PosMap;
+use litefs_replication::{AuthToken, PosMap};
 use litefs_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -65,6 +65,42 @@ pub struct Api {
     pub(crate) applier: std::sync::OnceLock<crate::apply::MountApplier>,
     /// The halt locks given out while primary.
     pub(crate) halts: halt::Halts,
+    /// `http.auth-token`: every request must carry it (`None`: the API is open).
+    pub(crate) auth_token: Option<AuthToken>,
+    /// When each peer was last warned about for a refused request.
+    pub(crate) refused: Refused,
+}
+
+/// How often a peer whose requests are refused for their token is logged.
+const REFUSED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// The most peers remembered for [`REFUSED_LOG_EVERY`] (past it, the oldest go).
+const REFUSED_PEERS: usize = 1024;
+
+/// The peers refused for their token, and when each was last logged: one warning per peer
+/// every [`REFUSED_LOG_EVERY`], not one per request.
+#[derive(Debug, Default)]
+pub(crate) struct Refused(Mutex<HashMap<std::net::IpAddr, std::time::Instant>>);
+
+impl Refused {
+    /// Whether a refusal of `peer` now should be logged.
+    fn should_log(&self, peer: std::net::IpAddr) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last
+            .get(&peer)
+            .is_some_and(|t| now.duration_since(*t) < REFUSED_LOG_EVERY)
+        {
+            return false;
+        }
+        if last.len() >= REFUSED_PEERS {
+            last.retain(|_, t| now.duration_since(*t) < REFUSED_LOG_EVERY);
+            if last.len() >= REFUSED_PEERS {
+                last.clear();
+            }
+        }
+        last.insert(peer, now);
+        true
+    }
 }
 
 /// `POST /handoff`: hand the lease to this replica; the answer says whether it was done.
@@ -296,7 +332,7 @@ impl Api {
             self.tracker.spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let api = api.clone();
-                    async move { Ok::<_, Infallible>(api.handle(req).await) }
+                    async move { Ok::<_, Infallible>(api.handle(req, remote).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(tcp), service);
@@ -312,7 +348,46 @@ impl Api {
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ApiBody> {
+    /// Refuses a request without this node's `http.auth-token` (every route, `/metrics`
+    /// included): 401 saying whether the token is missing or wrong.
+    #[allow(clippy::result_large_err)] // a cold path; the response is built once
+    fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        remote: std::net::SocketAddr,
+    ) -> Result<(), Response<ApiBody>> {
+        let Some(token) = &self.auth_token else {
+            return Ok(());
+        };
+        let header = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(hyper::header::HeaderValue::as_bytes);
+        token.check(header).map_err(|e| {
+            if self.refused.should_log(remote.ip()) {
+                tracing::warn!(
+                    peer = %remote,
+                    path = req.uri().path(),
+                    "refused an API request: {e} (logged once a minute per peer)"
+                );
+            }
+            let mut resp = text(StatusCode::UNAUTHORIZED, e.to_string());
+            resp.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            resp
+        })
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: std::net::SocketAddr,
+    ) -> Response<ApiBody> {
+        if let Err(resp) = self.authorize(&req, remote) {
+            return resp;
+        }
         let mut resp = match (req.method(), req.uri().path()) {
             (&Method::POST, "/stream") => self.clone().stream(req).await,
             (&Method::GET, "/info") => self.info(),
@@ -533,7 +608,7 @@ impl Api {
                 "no primary known to hand the lease over",
             );
         };
-        match request_handoff(&url, self.store.node_id()).await {
+        match request_handoff(&url, self.store.node_id(), self.auth_token.as_ref()).await {
             Ok(()) => {}
             Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
         }
@@ -718,7 +793,11 @@ fn escape_label(v: &str) -> String {
 }
 
 /// Asks the primary at `url` to hand its lease to node `me` (`POST /handoff`).
-pub(crate) async fn request_handoff(url: &str, me: NodeId) -> Result<(), String> {
+pub(crate) async fn request_handoff(
+    url: &str,
+    me: NodeId,
+    token: Option<&AuthToken>,
+) -> Result<(), String> {
     let authority = url
         .strip_prefix("http://")
         .map(|r| r.trim_end_matches('/'))
@@ -735,11 +814,15 @@ pub(crate) async fn request_handoff(url: &str, me: NodeId) -> Result<(), String>
         .await
         .map_err(|e| format!("connect to {url}: {e}"))?;
     let conn = tokio::spawn(conn);
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(Method::POST)
         .uri(format!("/handoff?nodeID={me}"))
         .header(hyper::header::HOST, authority)
-        .header(ID_HEADER, me.to_string())
+        .header(ID_HEADER, me.to_string());
+    if let Some(token) = token {
+        req = req.header(hyper::header::AUTHORIZATION, token.header_value());
+    }
+    let req = req
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
     let exchange = async {

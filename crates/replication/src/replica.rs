@@ -124,6 +124,8 @@ pub struct FollowOptions {
     pub filter: Vec<String>,
     /// This node's cluster id: a primary that names another one is refused.
     pub cluster_id: Option<String>,
+    /// `http.auth-token`, sent to the primary.
+    pub auth_token: Option<crate::AuthToken>,
 }
 
 /// How a connection ended without an error.
@@ -281,10 +283,14 @@ pub async fn follow(
         uri.push_str("?filter=");
         uri.push_str(&opts.filter.join(","));
     }
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(Method::POST)
         .uri(uri)
-        .header(ID_HEADER, opts.node_id.to_string())
+        .header(ID_HEADER, opts.node_id.to_string());
+    if let Some(token) = &opts.auth_token {
+        req = req.header(hyper::header::AUTHORIZATION, token.header_value());
+    }
+    let req = req
         .body(Full::new(Bytes::from(positions.encode())))
         .map_err(|e| connect_err(Box::new(e)))?;
     // The primary answers with its headers at once; the frames follow.
