@@ -87,6 +87,7 @@ fn proxy_options(
     if p.db.is_empty() {
         bail!("proxy.db is required when proxy.target is set (the database whose transaction id the proxy tracks)");
     }
+    check_db_name("proxy.db", &p.db)?;
     Ok(Some((
         p.addr.clone(),
         litefs_proxy::ProxyOptions {
@@ -108,8 +109,16 @@ fn proxy_options(
     )))
 }
 
+/// Refuses a database name of the configuration (`key`) that cannot name a database.
+fn check_db_name(key: &str, name: &str) -> Result<()> {
+    litefs_store::validate_name(name).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+}
+
 /// Runs the node until a shutdown signal. Returns the process exit code.
 pub fn run(config: Config, flags: Flags) -> Result<i32> {
+    for (i, db) in config.lease.databases.iter().enumerate() {
+        check_db_name(&format!("lease.databases[{i}]"), db)?;
+    }
     let lease_type = config.lease_type()?;
     let hostname = if config.lease.hostname.is_empty() {
         machine_hostname()?
@@ -474,4 +483,38 @@ fn wait_for_signal(set: &SignalSet) -> Result<libc::c_int> {
         );
     }
     Ok(sig)
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn database_names_in_the_configuration_are_checked() {
+        let mut config = Config::default();
+        config.proxy.target = "127.0.0.1:8081".into();
+        config.proxy.addr = ":8080".into();
+        for good in ["app.db", "a/b"] {
+            config.proxy.db = good.into();
+            assert!(proxy_options(&config, false).is_ok(), "{good}");
+        }
+        for bad in [
+            "..".to_owned(),
+            "a\0b".into(),
+            "a".repeat(10_000),
+            "../x.db".into(),
+        ] {
+            config.proxy.db.clone_from(&bad);
+            let e = proxy_options(&config, false).unwrap_err().to_string();
+            assert!(e.starts_with("proxy.db: invalid database name"), "{e:.200}");
+            assert!(e.len() < 300, "{e:.300}");
+            let e = check_db_name("lease.databases[0]", &bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("lease.databases[0]: invalid database name"),
+                "{e:.200}"
+            );
+        }
+    }
 }

@@ -318,6 +318,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hostile_names_are_refused_before_asking_the_node() {
+        let long = "a".repeat(10_000);
+        for bad in ["..", "a\0b", long.as_str(), "../../x", "/a"] {
+            let e = check_name(bad).unwrap_err().to_string();
+            assert!(e.starts_with("-name: invalid database name"), "{e:.200}");
+            assert!(e.len() < 300, "{e:.300}");
+            // Refused before any connection (nothing listens on port 1).
+            let e = export("http://127.0.0.1:1", None, bad, Path::new("/nonexistent/x"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("-name:"), "{e:.200}");
+            let e = import("http://127.0.0.1:1", None, bad, Path::new("/nonexistent/x"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("-name:"), "{e:.200}");
+        }
+        check_name("a/b").expect("a database in a subdirectory");
+    }
+
+    #[test]
+    fn halt_lock_paths_need_a_database_file_name() {
+        assert_eq!(
+            halt_lock_path(Path::new("/mnt/a/b")).unwrap(),
+            Path::new("/mnt/a/b-lock")
+        );
+        assert_eq!(
+            halt_lock_path(Path::new("../mnt/app.db")).unwrap(),
+            Path::new("../mnt/app.db-lock")
+        );
+        let long = format!("/mnt/{}", "a".repeat(10_000));
+        let nul = std::ffi::OsString::from("/mnt/a\0b");
+        for bad in [
+            Path::new("/mnt/.."),
+            Path::new(nul.as_os_str()),
+            Path::new(&long),
+            Path::new("/mnt/app.db-wal"),
+            Path::new("/"),
+        ] {
+            let e = halt_lock_path(bad).unwrap_err().to_string();
+            assert!(e.starts_with("-with-halt-lock-on"), "{e:.200}");
+            assert!(e.len() < 300, "{e:.300}");
+        }
+        let e = halt_lock_path(Path::new(&format!("/mnt/{}", "a".repeat(252))))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no room for its -lock file"), "{e}");
+    }
+
+    #[test]
     fn urls_and_query_values() {
         let ep = parse_url("http://localhost:20202").unwrap();
         assert_eq!((ep.host.as_str(), ep.port), ("localhost", 20202));
@@ -422,9 +471,7 @@ pub fn run(
 /// Takes the halt lock on database `db` (a path in the mount): an OFD write lock on byte 72 of
 /// `<db>-lock`, which waits until the node holds the cluster's write lock.
 fn halt(db: &Path) -> Result<std::fs::File> {
-    let mut path = db.as_os_str().to_owned();
-    path.push("-lock");
-    let path = std::path::PathBuf::from(path);
+    let path = halt_lock_path(db)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -439,6 +486,28 @@ fn halt(db: &Path) -> Result<std::fs::File> {
     set_halt_lock(&file, libc::F_WRLCK)
         .with_context(|| format!("take the halt lock on {}", db.display()))?;
     Ok(file)
+}
+
+/// `<db>-lock` beside the database file `db` of `-with-halt-lock-on`, once its file name is
+/// one a database can have (and its `-lock` file too: at most 255 bytes).
+fn halt_lock_path(db: &Path) -> Result<PathBuf> {
+    let name = db
+        .file_name()
+        .ok_or_else(|| anyhow!("-with-halt-lock-on {}: not a database file", db.display()))?;
+    let name = name.to_str().ok_or_else(|| {
+        anyhow!(
+            "-with-halt-lock-on {}: the file name is not UTF-8",
+            db.display()
+        )
+    })?;
+    litefs_store::validate_name(name).map_err(|e| anyhow!("-with-halt-lock-on: {e}"))?;
+    if name.len() + "-lock".len() > 255 {
+        bail!(
+            "-with-halt-lock-on: a file name of {} bytes leaves no room for its -lock file (255 bytes at most)",
+            name.len()
+        );
+    }
+    Ok(with_suffix(db, "-lock"))
 }
 
 /// The byte of `<db>-lock` whose lock is the halt lock (as in LiteFS).

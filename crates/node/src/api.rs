@@ -480,6 +480,12 @@ impl Api {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
+        if let Some(e) = filter
+            .iter()
+            .find_map(|f| litefs_store::validate_name(f).err())
+        {
+            return text(StatusCode::BAD_REQUEST, format!("bad filter: {e}"));
+        }
         let positions = match PosMap::decode(&body) {
             Ok(p) => p,
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad position map: {e}")),
@@ -848,5 +854,46 @@ pub(crate) async fn request_handoff(
         Ok(())
     } else {
         Err(format!("{url}/handoff answered {status}: {body}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body of a response built in full.
+    fn body(resp: Response<ApiBody>) -> String {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(resp.into_body().collect())
+            .expect("a full body")
+            .to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn hostile_name_parameters_get_400_naming_the_problem() {
+        let long = "a".repeat(10_000);
+        for (query, why) in [
+            ("name=..", "a `.` or `..` path component"),
+            ("name=..%2F..%2Fetc%2Fx", "a `.` or `..` path component"),
+            ("name=a%00b", "contains NUL"),
+            (&format!("name={long}"), "longer than 1024 bytes"),
+            ("name=%2Fetc%2Fx", "an absolute path"),
+            ("name=app.db-wal", "ends in -journal"),
+            ("name=", "empty"),
+            ("name=%zz", "bad percent-encoding"),
+            ("other=x", "name required"),
+        ] {
+            let uri: Uri = format!("/export?{query}").parse().expect("a URI");
+            let resp = db_name_param(&uri).expect_err(query);
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query:.40}");
+            let msg = body(resp);
+            assert!(msg.contains(why), "{query:.40}: {msg}");
+            assert!(msg.len() < 300, "{msg:.300}");
+        }
+        let uri: Uri = "/export?name=a%2Fb".parse().expect("a URI");
+        assert_eq!(db_name_param(&uri).ok().as_deref(), Some("a/b"));
     }
 }

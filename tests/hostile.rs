@@ -1,6 +1,8 @@
-//! `http.auth-token` end to end: real `litefs-rs mount` processes on 127.0.0.1 with the static
-//! lease, real SQLite clients, `curl` for the API and the `export` / `import` commands as a
-//! user runs them.
+//! Unknown peers and hostile input at the internal API, end to end: `http.auth-token` (every
+//! route refused without it, replication, halt-lock writes and the commands with it), and
+//! database names no database can have, refused with 400 and leaving nothing behind. Real
+//! `litefs-rs mount` processes on 127.0.0.1 with the static lease, real SQLite clients, `curl`
+//! for the API and the `export` / `import` / `run` commands as a user runs them.
 //!
 //! Every test runs as root (FUSE). Waits poll with a deadline; nothing sleeps a fixed time
 //! before asserting.
@@ -332,4 +334,126 @@ fn halt_lock_writes_from_a_replica_carry_the_token() {
     );
     wait_caught_up(&p, &[&r], "db");
     assert!(!p.log().contains("refused an API request"), "{}", p.log());
+}
+
+/// Every file and directory below `dir`, relative, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Names no database can have, percent-encoded for a query, and what the answer must say.
+fn hostile_queries() -> Vec<(String, &'static str)> {
+    vec![
+        ("..".into(), "a `.` or `..` path component"),
+        ("..%2F..%2Fescaped".into(), "a `.` or `..` path component"),
+        ("a%00b".into(), "contains NUL"),
+        ("a".repeat(10_000), "longer than 1024 bytes"),
+        ("%2Fetc%2Fescaped".into(), "an absolute path"),
+        ("a%2F%2Fb".into(), "an empty path component"),
+        (
+            "db-wal".into(),
+            "ends in -journal, -wal, -shm, -pos or -lock",
+        ),
+    ]
+}
+
+#[test]
+fn hostile_database_names_get_400_and_leave_nothing_behind() {
+    support::mount::require_root();
+    let p = MountedNode::start();
+    let r = MountedNode::start_with(NodeOptions {
+        role: Role::Replica(p.port()),
+        ..NodeOptions::default()
+    });
+    sql(
+        &p,
+        "db",
+        None,
+        "CREATE TABLE t (v); INSERT INTO t VALUES (1);",
+    );
+    wait_caught_up(&p, &[&r], "db");
+    let before: Vec<_> = [&p, &r].iter().map(|n| tree(n.root())).collect();
+    let id = format!("{}: 0000000000000001", "Litefs-Id");
+    for n in [&p, &r] {
+        for (name, why) in hostile_queries() {
+            let requests: [(&str, String, Vec<&str>); 6] = [
+                ("GET", format!("/export?name={name}"), vec![]),
+                (
+                    "POST",
+                    format!("/import?name={name}"),
+                    vec!["--data-binary", "SQLite format 3"],
+                ),
+                ("POST", format!("/halt?name={name}&id=1"), vec![]),
+                ("DELETE", format!("/halt?name={name}&id=1"), vec![]),
+                (
+                    "POST",
+                    format!("/tx?name={name}&lockID=1"),
+                    vec!["--data-binary", "LTX1"],
+                ),
+                (
+                    "POST",
+                    format!("/stream?filter={name}"),
+                    vec![
+                        "--http2-prior-knowledge",
+                        "--data-binary",
+                        "",
+                        "-H",
+                        id.as_str(),
+                    ],
+                ),
+            ];
+            for (method, route, extra) in requests {
+                let what = format!("{method} {:.60} on {}", route, n.url());
+                let (status, body) = call(n, method, &route, &extra, &[]);
+                // /stream's filter is not percent-decoded (a replica sends its names as they
+                // are), so only the names hostile as written are hostile there.
+                if route.starts_with("/stream") && name.contains('%') {
+                    continue;
+                }
+                // /stream on the replica answers that it is not the primary first.
+                if route.starts_with("/stream") && n.port() == r.port() {
+                    assert_eq!(status, 503, "{what}: {body}");
+                    continue;
+                }
+                assert_eq!(status, 400, "{what}: {body}");
+                assert!(body.contains("invalid database name"), "{what}: {body}");
+                assert!(body.contains(why), "{what}: {body}");
+                assert!(
+                    body.len() < 300,
+                    "{what}: the answer echoes the whole name: {body:.300}"
+                );
+            }
+        }
+    }
+    // Nothing new in either node's directory (config, log, mount, data), nor beside them.
+    for (n, before) in [&p, &r].iter().zip(before) {
+        let now = tree(n.root());
+        let log = n.root().join("litefs.log").display().to_string();
+        let strip = |t: Vec<String>| -> Vec<String> {
+            t.into_iter()
+                .filter(|f| !log.ends_with(f.as_str()))
+                .collect()
+        };
+        assert_eq!(strip(now), strip(before), "{}", n.log());
+    }
+    for n in [&p, &r] {
+        assert!(!n.root().parent().unwrap().join("escaped").exists());
+    }
+    assert!(!Path::new("/etc/escaped").exists());
+    // The nodes still work.
+    sql(&p, "db", None, "INSERT INTO t VALUES (2);");
+    wait_caught_up(&p, &[&r], "db");
+    assert_eq!(sql(&r, "db", None, "SELECT count(*) FROM t;"), "2\n");
 }
