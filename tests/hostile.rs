@@ -457,3 +457,58 @@ fn hostile_database_names_get_400_and_leave_nothing_behind() {
     wait_caught_up(&p, &[&r], "db");
     assert_eq!(sql(&r, "db", None, "SELECT count(*) FROM t;"), "2\n");
 }
+
+/// Sends `head` (a request without its body) to `port` and returns what the server answers,
+/// up to the end of the connection or 10 s.
+fn raw_request(port: u16, head: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = tcp.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&answer).contains("/tx takes at most") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A `/tx` body larger than the cap is refused with 413 from its `Content-Length`, before any
+/// of it is read; the lock holder can go on.
+#[test]
+fn an_oversized_tx_body_gets_413_without_being_read() {
+    support::mount::require_root();
+    let p = MountedNode::start();
+    sql(&p, "db", None, "CREATE TABLE t (v);");
+    let peer = "Litefs-Id: 0000000000000002";
+    let (status, body) = call(&p, "POST", "/halt?name=db&id=7", &[], &[peer]);
+    assert_eq!(status, 200, "{body}");
+    let answer = raw_request(
+        p.port(),
+        &format!(
+            "POST /tx?name=db&lockID=7 HTTP/1.1\r\nHost: x\r\n{peer}\r\n\
+             Content-Length: 4294967296\r\n\r\nLTX1"
+        ),
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}\n{}", p.log());
+    assert!(
+        answer.contains("4294967296 bytes or more; /tx takes at most 1073741824"),
+        "{answer}"
+    );
+    let leftovers: Vec<_> = fs::read_dir(p.db_data_dir("db").join("ltx"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The lock is still held by that peer, and its release lets the primary write again.
+    let (status, body) = call(&p, "DELETE", "/halt?name=db&id=7", &[], &[peer]);
+    assert_eq!(status, 200, "{body}");
+    sql(&p, "db", None, "INSERT INTO t VALUES (1);");
+}

@@ -24,7 +24,7 @@ use litefs_replication::replica::ID_HEADER;
 use litefs_replication::AuthToken;
 use litefs_store::Store;
 
-use crate::api::halt::HALT_ACQUIRE;
+use crate::api::halt::{HALT_ACQUIRE, MAX_TX_BODY};
 use crate::api::Api;
 
 /// How often a held lock is renewed (it lasts [`crate::api::halt::HALT_TTL`]).
@@ -333,6 +333,13 @@ impl litefs_fuse::HaltLocks for Halter {
         db.set_halt_forward(Some((
             token,
             Arc::new(move |ltx: &Path| {
+                // The primary would refuse it (413) once sent.
+                let len = std::fs::metadata(ltx).map_or(0, |m| m.len());
+                if len > MAX_TX_BODY {
+                    return Err(format!(
+                        "the transaction's LTX file is {len} bytes; the primary takes at most {MAX_TX_BODY} under the halt lock"
+                    ));
+                }
                 let target = format!("/tx?name={}&lockID={id}", query_value(&tx_name));
                 match request(
                     &tx_url,
