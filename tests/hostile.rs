@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::cluster::{metrics, sql, wait_caught_up, CATCH_UP};
-use support::mount::{MountedNode, NodeOptions, Role};
+use support::mount::{Client, MountedNode, NodeOptions, Role};
 use support::Ran;
 
 const TOKEN: &str = "s3cret-cluster-token";
@@ -511,4 +511,57 @@ fn an_oversized_tx_body_gets_413_without_being_read() {
     let (status, body) = call(&p, "DELETE", "/halt?name=db&id=7", &[], &[peer]);
     assert_eq!(status, 200, "{body}");
     sql(&p, "db", None, "INSERT INTO t VALUES (1);");
+}
+
+/// Consul lease, a token on both candidates: `litefs-rs run -promote` on the replica asks it
+/// for `/promote`, and it asks the primary for `/handoff`, each with the token.
+#[test]
+fn promotion_with_a_token_moves_the_primary() {
+    support::mount::require_root();
+    let consul = support::consul::Consul::start();
+    let candidate = || {
+        MountedNode::start_with(NodeOptions {
+            auth_token: Some(TOKEN),
+            ..support::cluster::candidate(&consul)
+        })
+    };
+    let a = candidate();
+    let b = candidate();
+    let all = [&a, &b];
+    assert_eq!(support::cluster::wait_one_primary(&all), 0);
+    sql(
+        &a,
+        "db",
+        None,
+        "CREATE TABLE t (v); INSERT INTO t VALUES (1);",
+    );
+    wait_caught_up(&a, &[&b], "db");
+    let ran: Ran = Command::new(support::bin())
+        .env("LITEFS_AUTH_TOKEN", TOKEN)
+        .args(["run", "-promote", "-url", &b.url(), "--", "true"])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "{ran:?}\n{}",
+        support::cluster::logs(&all)
+    );
+    assert_eq!(support::cluster::wait_one_primary(&all), 1);
+    // The new primary writes (once its lease is settled) and the former one follows it.
+    let until = Instant::now() + CATCH_UP;
+    while let Err(e) = Client::Cli.run(&b.db_path("db"), None, "INSERT INTO t VALUES (2);") {
+        assert!(
+            Instant::now() < until,
+            "{e}\n{}",
+            support::cluster::logs(&all)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_caught_up(&b, &[&a], "db");
+    assert_eq!(sql(&a, "db", None, "SELECT count(*) FROM t;"), "2\n");
+    for n in all {
+        assert!(!n.log().contains("refused an API request"), "{}", n.log());
+    }
 }

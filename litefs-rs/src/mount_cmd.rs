@@ -367,6 +367,9 @@ fn signal_name(sig: libc::c_int) -> &'static str {
 /// `litefs-rs adopt`: with the node stopped, records the named databases' files as they are as
 /// new transactions (after they were changed while the node was down). Returns the exit code.
 pub fn adopt(config: Config, names: &[String]) -> Result<i32> {
+    for name in names {
+        check_db_name("adopt", name)?;
+    }
     let fuse_dir = resolve(&config.fuse.dir)?;
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     if mounts
@@ -508,6 +511,10 @@ mod name_tests {
             let e = proxy_options(&config, false).unwrap_err().to_string();
             assert!(e.starts_with("proxy.db: invalid database name"), "{e:.200}");
             assert!(e.len() < 300, "{e:.300}");
+            let e = adopt(Config::default(), std::slice::from_ref(&bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("adopt: invalid database name"), "{e:.200}");
             let e = check_db_name("lease.databases[0]", &bad)
                 .unwrap_err()
                 .to_string();
