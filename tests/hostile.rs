@@ -452,6 +452,20 @@ fn hostile_database_names_get_400_and_leave_nothing_behind() {
         assert!(!n.root().parent().unwrap().join("escaped").exists());
     }
     assert!(!Path::new("/etc/escaped").exists());
+    // Through the mount: a component past 255 bytes is refused by the kernel, and a database
+    // moved to a path past 1024 bytes gets ENAMETOOLONG too.
+    let e = fs::File::create(p.mnt().join("a".repeat(256))).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "{e}");
+    let deep: std::path::PathBuf = (0..5).map(|i| format!("{i}{}", "d".repeat(220))).collect();
+    fs::create_dir_all(p.mnt().join(&deep)).unwrap();
+    let e = fs::rename(p.db_path("db"), p.mnt().join(&deep).join("x.db")).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::ENAMETOOLONG),
+        "{e}\n{}",
+        p.log()
+    );
+    fs::remove_dir_all(p.mnt().join("0".to_owned() + &"d".repeat(220))).unwrap();
     // The nodes still work.
     sql(&p, "db", None, "INSERT INTO t VALUES (2);");
     wait_caught_up(&p, &[&r], "db");
