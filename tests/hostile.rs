@@ -261,6 +261,20 @@ fn export_and_import_send_the_token() {
     let ran = import("copy.db", &out, &[], None);
     assert_eq!(ran.code, Some(1), "{ran:?}");
     assert!(ran.stderr.contains("401"), "{ran:?}");
+    // A file far larger than what the connection buffers: the refusal still comes back whole.
+    let big = dir.path().join("big.db");
+    support::sqlite3(
+        &big,
+        "CREATE TABLE b (x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+         WHERE i < 32) INSERT INTO b SELECT randomblob(1048576) FROM n;",
+    );
+    let ran = import("big.db", &big, &[], None);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr.contains("401") && ran.stderr.contains("missing auth token"),
+        "{ran:?}"
+    );
+    assert!(!p.db_data_dir("big.db").exists());
     // (Looked for in the data directory: a look-up through the mount would leave the kernel a
     // cached "no such file" that the import's invalidation, sent after its answer, may not
     // have undone when the next open comes.)

@@ -290,6 +290,10 @@ fn import_file(url: &str, token: Option<&str>, name: &str, path: &Path) -> Resul
     let ep = endpoint(url, token)?;
     let body = FileBody::open(path)?;
     runtime()?.block_on(async {
+        // A node that refuses the request's token answers before it reads the body; to a
+        // client still sending a large file that answer can arrive as a reset connection.
+        // Asking first, with an empty request, gets such a refusal back whole.
+        node_info(&ep).await?;
         let resp = send(
             &ep,
             Method::POST,

@@ -1,7 +1,8 @@
 //! The internal HTTP API (LiteFS's port 20202): `/stream` for replicas, `/info`, `/metrics`,
 //! `/export` and `/import` (a database as a plain SQLite file, see [`transfer`]) and `/events`
 //! (see [`events`]). HTTP/1.1 and HTTP/2 without TLS (prior knowledge) on the same port, as
-//! LiteFS serves it.
+//! LiteFS serves it. With `http.auth-token`, every request on every route must carry it
+//! (`Api::authorize`).
 
 mod events;
 pub(crate) mod halt;
