@@ -89,6 +89,10 @@ enum Command {
         /// The node's internal API.
         #[arg(long = "url", value_name = "URL", default_value = transfer_cmd::DEFAULT_URL)]
         url: String,
+        /// Read the node's http.auth-token from this configuration file (default: the
+        /// LITEFS_AUTH_TOKEN environment variable, or none).
+        #[arg(long = "config", value_name = "PATH")]
+        config: Option<PathBuf>,
         /// Make the node the primary first (a hand-off from the current primary).
         #[arg(long = "promote")]
         promote: bool,
@@ -113,6 +117,10 @@ enum Command {
         /// The node's internal API.
         #[arg(long = "url", value_name = "URL", default_value = transfer_cmd::DEFAULT_URL)]
         url: String,
+        /// Read the node's http.auth-token from this configuration file (default: the
+        /// LITEFS_AUTH_TOKEN environment variable, or none).
+        #[arg(long = "config", value_name = "PATH")]
+        config: Option<PathBuf>,
         /// Where to write the database.
         path: PathBuf,
     },
@@ -124,6 +132,10 @@ enum Command {
         /// The primary's internal API.
         #[arg(long = "url", value_name = "URL", default_value = transfer_cmd::DEFAULT_URL)]
         url: String,
+        /// Read the node's http.auth-token from this configuration file (default: the
+        /// LITEFS_AUTH_TOKEN environment variable, or none).
+        #[arg(long = "config", value_name = "PATH")]
+        config: Option<PathBuf>,
         /// The SQLite file to upload.
         path: PathBuf,
     },
@@ -213,6 +225,7 @@ fn main() -> ExitCode {
         }
         Command::Run {
             url,
+            config,
             promote,
             if_candidate,
             with_halt_lock_on,
@@ -225,7 +238,11 @@ fn main() -> ExitCode {
                 verbose,
                 halt_lock_on: with_halt_lock_on,
             };
-            match transfer_cmd::run(&url, flags, &cmd) {
+            let token = match auth_token(config) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            match transfer_cmd::run(&url, token.as_deref(), flags, &cmd) {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -233,8 +250,24 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Export { name, url, path } => exit_with(transfer_cmd::export(&url, &name, &path)),
-        Command::Import { name, url, path } => exit_with(transfer_cmd::import(&url, &name, &path)),
+        Command::Export {
+            name,
+            url,
+            config,
+            path,
+        } => match auth_token(config) {
+            Ok(token) => exit_with(transfer_cmd::export(&url, token.as_deref(), &name, &path)),
+            Err(code) => code,
+        },
+        Command::Import {
+            name,
+            url,
+            config,
+            path,
+        } => match auth_token(config) {
+            Ok(token) => exit_with(transfer_cmd::import(&url, token.as_deref(), &name, &path)),
+            Err(code) => code,
+        },
         Command::Ltx(cmd) => match ltx_cmd::run(cmd) {
             Ok(0) => ExitCode::SUCCESS,
             Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -264,6 +297,20 @@ fn load_config(path: Option<PathBuf>, no_expand_env: bool) -> Result<(PathBuf, C
         eprintln!("error: {e}");
         ExitCode::from(EXIT_USAGE)
     })
+}
+
+/// The environment variable the `run`, `export` and `import` commands take the node's
+/// `http.auth-token` from when no configuration file is given.
+const AUTH_TOKEN_ENV: &str = "LITEFS_AUTH_TOKEN";
+
+/// The token the API commands send: `http.auth-token` of the file `-config` names, else
+/// `LITEFS_AUTH_TOKEN`, else none.
+fn auth_token(config: Option<PathBuf>) -> Result<Option<String>, ExitCode> {
+    match config {
+        Some(path) => load_config(Some(path), false)
+            .map(|(_, c)| Some(c.http.auth_token).filter(|t| !t.is_empty())),
+        None => Ok(std::env::var(AUTH_TOKEN_ENV).ok().filter(|t| !t.is_empty())),
+    }
 }
 
 /// Loads, expands and validates the configuration.

@@ -87,6 +87,7 @@ fn proxy_options(
     if p.db.is_empty() {
         bail!("proxy.db is required when proxy.target is set (the database whose transaction id the proxy tracks)");
     }
+    check_db_name("proxy.db", &p.db)?;
     Ok(Some((
         p.addr.clone(),
         litefs_proxy::ProxyOptions {
@@ -108,8 +109,16 @@ fn proxy_options(
     )))
 }
 
+/// Refuses a database name of the configuration (`key`) that cannot name a database.
+fn check_db_name(key: &str, name: &str) -> Result<()> {
+    litefs_store::validate_name(name).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+}
+
 /// Runs the node until a shutdown signal. Returns the process exit code.
 pub fn run(config: Config, flags: Flags) -> Result<i32> {
+    for (i, db) in config.lease.databases.iter().enumerate() {
+        check_db_name(&format!("lease.databases[{i}]"), db)?;
+    }
     let lease_type = config.lease_type()?;
     let hostname = if config.lease.hostname.is_empty() {
         machine_hostname()?
@@ -204,6 +213,7 @@ pub fn run(config: Config, flags: Flags) -> Result<i32> {
         fuse_debug: config.fuse.debug || flags.fuse_debug,
         skip_unmount: flags.skip_unmount,
         http_addr: config.http.addr.clone(),
+        auth_token: litefs_node::AuthToken::new(&config.http.auth_token),
         lease,
         own,
         candidate: config.lease.candidate,
@@ -358,6 +368,9 @@ fn signal_name(sig: libc::c_int) -> &'static str {
 /// `litefs-rs adopt`: with the node stopped, records the named databases' files as they are as
 /// new transactions (after they were changed while the node was down). Returns the exit code.
 pub fn adopt(config: Config, names: &[String]) -> Result<i32> {
+    for name in names {
+        check_db_name("adopt", name)?;
+    }
     let fuse_dir = resolve(&config.fuse.dir)?;
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     if mounts
@@ -475,4 +488,42 @@ fn wait_for_signal(set: &SignalSet) -> Result<libc::c_int> {
         );
     }
     Ok(sig)
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn database_names_in_the_configuration_are_checked() {
+        let mut config = Config::default();
+        config.proxy.target = "127.0.0.1:8081".into();
+        config.proxy.addr = ":8080".into();
+        for good in ["app.db", "a/b"] {
+            config.proxy.db = good.into();
+            assert!(proxy_options(&config, false).is_ok(), "{good}");
+        }
+        for bad in [
+            "..".to_owned(),
+            "a\0b".into(),
+            "a".repeat(10_000),
+            "../x.db".into(),
+        ] {
+            config.proxy.db.clone_from(&bad);
+            let e = proxy_options(&config, false).unwrap_err().to_string();
+            assert!(e.starts_with("proxy.db: invalid database name"), "{e:.200}");
+            assert!(e.len() < 300, "{e:.300}");
+            let e = adopt(Config::default(), std::slice::from_ref(&bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("adopt: invalid database name"), "{e:.200}");
+            let e = check_db_name("lease.databases[0]", &bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("lease.databases[0]: invalid database name"),
+                "{e:.200}"
+            );
+        }
+    }
 }

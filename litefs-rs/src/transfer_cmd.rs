@@ -37,6 +37,18 @@ struct Endpoint {
     authority: String,
     /// Path prefix without the trailing slash.
     prefix: String,
+    /// The `Authorization` header the node's `http.auth-token` needs.
+    auth: Option<String>,
+}
+
+/// The API at `url`, reached with `token` (the node's `http.auth-token`; `None` or empty when
+/// it has none).
+fn endpoint(url: &str, token: Option<&str>) -> Result<Endpoint> {
+    let mut ep = parse_url(url)?;
+    ep.auth = token
+        .filter(|t| !t.is_empty())
+        .map(|t| format!("Bearer {t}"));
+    Ok(ep)
 }
 
 fn parse_url(url: &str) -> Result<Endpoint> {
@@ -69,6 +81,7 @@ fn parse_url(url: &str) -> Result<Endpoint> {
         prefix: format!("/{}", path.trim_end_matches('/'))
             .trim_end_matches('/')
             .to_owned(),
+        auth: None,
     })
 }
 
@@ -87,6 +100,12 @@ fn encode(v: &str) -> String {
         }
     }
     out
+}
+
+/// Refuses a `-name` that cannot name a database before asking the node (which would refuse
+/// it too).
+fn check_name(name: &str) -> Result<()> {
+    litefs_store::validate_name(name).map_err(|e| anyhow!("-name: {e}"))
 }
 
 /// Sends one request on a new connection and returns the response (its body still to read).
@@ -111,6 +130,9 @@ where
         .method(method)
         .uri(format!("{}{path}", ep.prefix))
         .header(hyper::header::HOST, &ep.authority);
+    if let Some(auth) = &ep.auth {
+        req = req.header(hyper::header::AUTHORIZATION, auth);
+    }
     if let Some(len) = body.size_hint().exact() {
         req = req.header(hyper::header::CONTENT_LENGTH, len);
     }
@@ -152,8 +174,9 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// Downloads database `name` to `path`: written to `PATH.tmp`, synced, the `-journal`, `-wal`
 /// and `-shm` files beside `PATH` removed (they belong to the file being replaced), renamed
 /// over `PATH`, and the directory synced.
-pub fn export(url: &str, name: &str, path: &Path) -> Result<()> {
-    let ep = parse_url(url)?;
+pub fn export(url: &str, token: Option<&str>, name: &str, path: &Path) -> Result<()> {
+    check_name(name)?;
+    let ep = endpoint(url, token)?;
     let tmp = with_suffix(path, ".tmp");
     let result = runtime()?.block_on(async {
         let resp = send(
@@ -257,15 +280,20 @@ impl Body for FileBody {
 
 /// Uploads the SQLite file at `path` as database `name` (created or replaced on the primary).
 /// Prints the server's answer.
-pub fn import(url: &str, name: &str, path: &Path) -> Result<()> {
-    import_file(url, name, path)
+pub fn import(url: &str, token: Option<&str>, name: &str, path: &Path) -> Result<()> {
+    check_name(name)?;
+    import_file(url, token, name, path)
         .with_context(|| format!("import {} as {name} into {url}", path.display()))
 }
 
-fn import_file(url: &str, name: &str, path: &Path) -> Result<()> {
-    let ep = parse_url(url)?;
+fn import_file(url: &str, token: Option<&str>, name: &str, path: &Path) -> Result<()> {
+    let ep = endpoint(url, token)?;
     let body = FileBody::open(path)?;
     runtime()?.block_on(async {
+        // A node that refuses the request's token answers before it reads the body; to a
+        // client still sending a large file that answer can arrive as a reset connection.
+        // Asking first, with an empty request, gets such a refusal back whole.
+        node_info(&ep).await?;
         let resp = send(
             &ep,
             Method::POST,
@@ -292,6 +320,55 @@ fn import_file(url: &str, name: &str, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_names_are_refused_before_asking_the_node() {
+        let long = "a".repeat(10_000);
+        for bad in ["..", "a\0b", long.as_str(), "../../x", "/a"] {
+            let e = check_name(bad).unwrap_err().to_string();
+            assert!(e.starts_with("-name: invalid database name"), "{e:.200}");
+            assert!(e.len() < 300, "{e:.300}");
+            // Refused before any connection (nothing listens on port 1).
+            let e = export("http://127.0.0.1:1", None, bad, Path::new("/nonexistent/x"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("-name:"), "{e:.200}");
+            let e = import("http://127.0.0.1:1", None, bad, Path::new("/nonexistent/x"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("-name:"), "{e:.200}");
+        }
+        check_name("a/b").expect("a database in a subdirectory");
+    }
+
+    #[test]
+    fn halt_lock_paths_need_a_database_file_name() {
+        assert_eq!(
+            halt_lock_path(Path::new("/mnt/a/b")).unwrap(),
+            Path::new("/mnt/a/b-lock")
+        );
+        assert_eq!(
+            halt_lock_path(Path::new("../mnt/app.db")).unwrap(),
+            Path::new("../mnt/app.db-lock")
+        );
+        let long = format!("/mnt/{}", "a".repeat(10_000));
+        let nul = std::ffi::OsString::from("/mnt/a\0b");
+        for bad in [
+            Path::new("/mnt/.."),
+            Path::new(nul.as_os_str()),
+            Path::new(&long),
+            Path::new("/mnt/app.db-wal"),
+            Path::new("/"),
+        ] {
+            let e = halt_lock_path(bad).unwrap_err().to_string();
+            assert!(e.starts_with("-with-halt-lock-on"), "{e:.200}");
+            assert!(e.len() < 300, "{e:.300}");
+        }
+        let e = halt_lock_path(Path::new(&format!("/mnt/{}", "a".repeat(252))))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no room for its -lock file"), "{e}");
+    }
 
     #[test]
     fn urls_and_query_values() {
@@ -328,8 +405,13 @@ pub struct RunFlags {
 
 /// `litefs-rs run`: asks the node at `url` about itself, promotes it if asked, then runs `cmd`
 /// and returns its exit code (0 without running it on a non-candidate with `-if-candidate`).
-pub fn run(url: &str, flags: RunFlags, cmd: &[std::ffi::OsString]) -> Result<i32> {
-    let ep = parse_url(url)?;
+pub fn run(
+    url: &str,
+    token: Option<&str>,
+    flags: RunFlags,
+    cmd: &[std::ffi::OsString],
+) -> Result<i32> {
+    let ep = endpoint(url, token)?;
     let Some((program, args)) = cmd.split_first() else {
         bail!("no command to run (litefs-rs run [flags] -- CMD [ARGS...])");
     };
@@ -393,9 +475,7 @@ pub fn run(url: &str, flags: RunFlags, cmd: &[std::ffi::OsString]) -> Result<i32
 /// Takes the halt lock on database `db` (a path in the mount): an OFD write lock on byte 72 of
 /// `<db>-lock`, which waits until the node holds the cluster's write lock.
 fn halt(db: &Path) -> Result<std::fs::File> {
-    let mut path = db.as_os_str().to_owned();
-    path.push("-lock");
-    let path = std::path::PathBuf::from(path);
+    let path = halt_lock_path(db)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -410,6 +490,28 @@ fn halt(db: &Path) -> Result<std::fs::File> {
     set_halt_lock(&file, libc::F_WRLCK)
         .with_context(|| format!("take the halt lock on {}", db.display()))?;
     Ok(file)
+}
+
+/// `<db>-lock` beside the database file `db` of `-with-halt-lock-on`, once its file name is
+/// one a database can have (and its `-lock` file too: at most 255 bytes).
+fn halt_lock_path(db: &Path) -> Result<PathBuf> {
+    let name = db
+        .file_name()
+        .ok_or_else(|| anyhow!("-with-halt-lock-on {}: not a database file", db.display()))?;
+    let name = name.to_str().ok_or_else(|| {
+        anyhow!(
+            "-with-halt-lock-on {}: the file name is not UTF-8",
+            db.display()
+        )
+    })?;
+    litefs_store::validate_name(name).map_err(|e| anyhow!("-with-halt-lock-on: {e}"))?;
+    if name.len() + "-lock".len() > 255 {
+        bail!(
+            "-with-halt-lock-on: a file name of {} bytes leaves no room for its -lock file (255 bytes at most)",
+            name.len()
+        );
+    }
+    Ok(with_suffix(db, "-lock"))
 }
 
 /// The byte of `<db>-lock` whose lock is the halt lock (as in LiteFS).

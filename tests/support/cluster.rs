@@ -71,6 +71,7 @@ pub fn sql(node: &MountedNode, db: &str, mode: Option<&str>, sql: &str) -> Strin
 pub fn metrics(node: &MountedNode) -> String {
     let out = std::process::Command::new("curl")
         .args(["-s", &format!("{}/metrics", node.url())])
+        .args(node.curl_auth())
         .output()
         .expect("run curl");
     String::from_utf8(out.stdout).unwrap()
@@ -117,6 +118,7 @@ pub fn start_candidate(consul: &Consul) -> MountedNode {
 pub fn info(node: &MountedNode) -> Option<serde_json::Value> {
     let out = std::process::Command::new("curl")
         .args(["-s", "-f", "-m", "2", &format!("{}/info", node.url())])
+        .args(node.curl_auth())
         .output()
         .expect("run curl");
     if !out.status.success() {

@@ -64,6 +64,8 @@ pub struct NodeOptions {
     /// The port peers reach this node's API on, when not its own (a link the test can cut,
     /// see `support::netcut`); Consul lease only.
     pub advertise_port: Option<u16>,
+    /// `http.auth-token`.
+    pub auth_token: Option<&'static str>,
 }
 
 /// A node's role with the static lease.
@@ -107,6 +109,7 @@ impl Default for NodeOptions {
             skip_sync: false,
             proxy_forward: false,
             advertise_port: None,
+            auth_token: None,
         }
     }
 }
@@ -317,6 +320,10 @@ impl MountedNode {
         if self.opts.skip_sync {
             yaml.push_str("skip-sync: true\n");
         }
+        if let Some(token) = self.opts.auth_token {
+            let http = format!("http:\n  addr: 127.0.0.1:{}\n", self.port);
+            yaml = yaml.replace(&http, &format!("{http}  auth-token: \"{token}\"\n"));
+        }
         fs::write(self.config_path(), yaml).unwrap();
     }
 
@@ -328,6 +335,14 @@ impl MountedNode {
     /// The internal API's URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `curl` arguments that send the node's `http.auth-token`, if it has one.
+    pub fn curl_auth(&self) -> Vec<String> {
+        self.opts
+            .auth_token
+            .map(|t| vec!["-H".to_owned(), format!("Authorization: Bearer {t}")])
+            .unwrap_or_default()
     }
 
     /// The temporary directory holding the config, the log, the mount point and the data.

@@ -306,6 +306,17 @@ pub struct HttpConfig {
     /// snapshot may take to send to a replica.
     #[serde(deserialize_with = "de::or_default")]
     pub snapshot_timeout: Duration,
+
+    /// `http.auth-token` (default empty, meaning off; not a LiteFS key): a secret every request
+    /// to the internal API must carry as `Authorization: Bearer <token>`, and that this node
+    /// sends on every request it makes to a peer's API (the replication stream, halt locks,
+    /// hand-offs) and that the `export`, `import` and `run` commands send. Every route needs
+    /// it, `/metrics` included (a Prometheus scrape job sends it with
+    /// `authorization: {type: Bearer, credentials: ...}`). All nodes of a cluster must have
+    /// the same one. Write it as `${VAR}` to take it from the environment rather than from the
+    /// file. Off, the API is open to whoever reaches its port, as LiteFS's is.
+    #[serde(deserialize_with = "de::or_default")]
+    pub auth_token: String,
 }
 
 impl Default for HttpConfig {
@@ -313,6 +324,7 @@ impl Default for HttpConfig {
         HttpConfig {
             addr: ":20202".to_owned(),
             snapshot_timeout: Duration::ZERO,
+            auth_token: String::new(),
         }
     }
 }

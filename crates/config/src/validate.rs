@@ -28,6 +28,8 @@ impl Config {
     ///
     /// * `data.dir` is not inside `fuse.dir` (the mount would hide it).
     /// * `http.addr` is set.
+    /// * `http.auth-token`, when set, is printable ASCII without spaces (it travels in an HTTP
+    ///   header).
     /// * Every `exec` command is non-empty and splits into arguments ([`crate::split_args`]).
     /// * `lease.advertise-url`, when set, is an `http://` or `https://` URL.
     /// * consul: `lease.consul.url` (an `http://` or `https://` URL) and `lease.consul.key` are
@@ -45,6 +47,17 @@ impl Config {
             return Err(ConfigError::invalid(
                 "http.addr",
                 "is required (LiteFS uses \":20202\")",
+            ));
+        }
+
+        if let Some(c) = self.http.auth_token.chars().find(|c| !c.is_ascii_graphic()) {
+            // The character, never the token.
+            return Err(ConfigError::invalid(
+                "http.auth-token",
+                format!(
+                    "must be printable ASCII without spaces (it travels in an HTTP header); \
+                     it holds {c:?}"
+                ),
             ));
         }
 

@@ -42,6 +42,7 @@ fn defaults_match_litefs() {
 
     assert_eq!(c.http.addr, ":20202");
     assert_eq!(c.http.snapshot_timeout, Duration::ZERO);
+    assert_eq!(c.http.auth_token, "");
 
     assert_eq!(c.proxy.addr, "");
     assert_eq!(c.proxy.target, "");
@@ -584,4 +585,39 @@ fn env_overrides_for_backup() {
     let mut c = Config::default();
     c.apply_env_overrides(&|_| Some(String::new()));
     assert_eq!(c, Config::default());
+}
+
+#[test]
+fn http_auth_token_is_read_expanded_and_off_by_default() {
+    // A LiteFS file has no such key: it loads with the token off.
+    assert_eq!(parse("http:\n  addr: \":20202\"\n").http.auth_token, "");
+    assert_eq!(
+        parse("http:\n  auth-token: s3cret-Token_1\n")
+            .http
+            .auth_token,
+        "s3cret-Token_1"
+    );
+    assert_eq!(parse("http:\n  auth-token:\n").http.auth_token, "");
+    let lookup = |name: &str| (name == "API_TOKEN").then(|| "from-env".to_owned());
+    let c = Config::from_yaml_str(
+        "http:\n  auth-token: \"${API_TOKEN}\"\n",
+        "litefs.yml",
+        Some(&lookup),
+    )
+    .unwrap();
+    assert_eq!(c.http.auth_token, "from-env");
+    // An unset variable leaves it off.
+    let c = Config::from_yaml_str(
+        "http:\n  auth-token: \"${UNSET_TOKEN}\"\n",
+        "litefs.yml",
+        Some(&lookup),
+    )
+    .unwrap();
+    assert_eq!(c.http.auth_token, "");
+    // It survives the YAML round trip.
+    let c = parse("http:\n  auth-token: abc\n");
+    assert_eq!(
+        Config::from_yaml_str(&c.to_yaml().unwrap(), "again", None).unwrap(),
+        c
+    );
 }

@@ -220,3 +220,18 @@ fn backup_settings() {
     c.apply_env_overrides(&|name| (name == "LITEFS_CLOUD_TOKEN").then(|| "t".to_owned()));
     c.validate().unwrap();
 }
+
+#[test]
+fn http_auth_token_must_fit_a_header() {
+    let mut c = base();
+    c.http.auth_token = "a-token_with.chars~0123".into();
+    c.validate().unwrap();
+    for bad in ["two words", "tab\there", "new\nline", "caf\u{e9}"] {
+        let mut c = base();
+        c.http.auth_token = bad.into();
+        assert_invalid(&c, "http.auth-token", "printable ASCII");
+        // The message names the character, never the token.
+        let text = c.validate().unwrap_err().to_string();
+        assert!(!text.contains(bad), "{text}");
+    }
+}

@@ -81,6 +81,13 @@ fn decode_name(file: &str) -> Option<String> {
     Some(out)
 }
 
+/// The database whose lock file `name` is, if it names one a database can have.
+fn db_of_lock_file(name: &OsStr) -> Option<String> {
+    name.to_str()
+        .and_then(decode_name)
+        .filter(|db| litefs_store::validate_name(db).is_ok())
+}
+
 /// Where a handle's halt lock is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -196,12 +203,9 @@ impl Filesystem for LockFs {
         if parent.0 != ROOT {
             return reply.error(Errno::ENOENT);
         }
-        let Some(db) = name.to_str().and_then(decode_name) else {
+        let Some(db) = db_of_lock_file(name) else {
             return reply.error(Errno::ENOENT);
         };
-        if litefs_store::validate_name(&db).is_err() {
-            return reply.error(Errno::ENOENT);
-        }
         match self.store.db(&db) {
             Some(d) if d.is_present() => {}
             _ => return reply.error(Errno::ENOENT),
@@ -467,5 +471,25 @@ mod tests {
         assert_eq!(decode_name("db"), None);
         assert_eq!(decode_name("a%2-lock"), None);
         assert_eq!(decode_name("a%41-lock"), None);
+    }
+
+    #[test]
+    fn lock_files_of_hostile_names_name_no_database() {
+        let long = format!("{}-lock", "a".repeat(10_000));
+        for file in [
+            "..-lock",
+            "..%2F..%2Fetc%2Fx-lock",
+            "a\0b-lock",
+            long.as_str(),
+            "%2Fetc-lock",
+            "a%2F%2Fb-lock",
+            "-lock",
+        ] {
+            assert_eq!(db_of_lock_file(OsStr::new(file)), None, "{file:.40}");
+        }
+        assert_eq!(
+            db_of_lock_file(OsStr::new("a%2Fb-lock")).as_deref(),
+            Some("a/b")
+        );
     }
 }

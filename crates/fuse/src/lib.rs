@@ -68,6 +68,12 @@ pub fn errno(e: &Error) -> Errno {
     match e {
         Error::Io { source, .. } => source.raw_os_error().map_or(Errno::EIO, Errno::from_i32),
         Error::NotFound(_) => Errno::ENOENT,
+        Error::InvalidName(name, _)
+            if name.len() > litefs_store::MAX_NAME_LEN
+                || name.split('/').any(|c| c.len() > MAX_COMPONENT) =>
+        {
+            Errno::ENAMETOOLONG
+        }
         Error::InvalidName(..) | Error::UnalignedWrite { .. } => Errno::EINVAL,
         Error::Growth { .. } => Errno::from_i32(libc::EFBIG),
         Error::Busy { .. } => Errno::EBUSY,
@@ -92,6 +98,9 @@ fn io_source<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Err
     }
     None
 }
+
+/// The longest component of a path (the kernel's limit too).
+const MAX_COMPONENT: usize = 255;
 
 /// Logs a failed operation (where it is turned into an errno) and maps it.
 fn fail(op: &str, e: &Error) -> Errno {
@@ -2067,6 +2076,31 @@ pub fn mount(store: Arc<Store>, opts: &MountOptions) -> io::Result<Mount> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_names_get_a_clear_errno() {
+        let errno_of = |name: &str| errno(&litefs_store::validate_name(name).unwrap_err());
+        assert_eq!(errno_of(".."), Errno::EINVAL);
+        assert_eq!(errno_of("a\0b"), Errno::EINVAL);
+        assert_eq!(errno_of("a/../../b"), Errno::EINVAL);
+        assert_eq!(errno_of(&"a".repeat(10_000)), Errno::ENAMETOOLONG);
+        assert_eq!(errno_of(&"a".repeat(256)), Errno::ENAMETOOLONG);
+        let deep = format!("{}x.db", "d/".repeat(600));
+        assert_eq!(errno_of(&deep), Errno::ENAMETOOLONG);
+        // `a/b` is the database `b` in directory `a`; a side file's name names none.
+        assert!(litefs_store::validate_name("a/b").is_ok());
+        assert!(names_a_database("a/b"));
+        for side in ["a/b-wal", "b-journal", "b-shm", "b-pos", "b-lock"] {
+            assert!(!names_a_database(side), "{side}");
+            assert!(litefs_store::validate_name(side).is_err(), "{side}");
+        }
+        // Splitting never panics on what the kernel may send.
+        let long = "a".repeat(10_000);
+        for name in ["..", "a\0b", long.as_str(), "-wal", "-lock", ""] {
+            let (db, _) = parse_name(name);
+            assert!(name.starts_with(db));
+        }
+    }
 
     #[test]
     fn names_map_to_databases_and_nodes() {

@@ -1,7 +1,8 @@
 //! The internal HTTP API (LiteFS's port 20202): `/stream` for replicas, `/info`, `/metrics`,
 //! `/export` and `/import` (a database as a plain SQLite file, see [`transfer`]) and `/events`
 //! (see [`events`]). HTTP/1.1 and HTTP/2 without TLS (prior knowledge) on the same port, as
-//! LiteFS serves it.
+//! LiteFS serves it. With `http.auth-token`, every request on every route must carry it
+//! (`Api::authorize`).
 
 mod events;
 pub(crate) mod halt;
@@ -22,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use litefs_ltx::NodeId;
 use litefs_replication::primary::{self, StreamOptions};
 use litefs_replication::replica::{CLUSTER_ID_HEADER, ID_HEADER};
-use litefs_replication::PosMap;
+use litefs_replication::{AuthToken, PosMap};
 use litefs_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -65,6 +66,42 @@ pub struct Api {
     pub(crate) applier: std::sync::OnceLock<crate::apply::MountApplier>,
     /// The halt locks given out while primary.
     pub(crate) halts: halt::Halts,
+    /// `http.auth-token`: every request must carry it (`None`: the API is open).
+    pub(crate) auth_token: Option<AuthToken>,
+    /// When each peer was last warned about for a refused request.
+    pub(crate) refused: Refused,
+}
+
+/// How often a peer whose requests are refused for their token is logged.
+const REFUSED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// The most peers remembered for [`REFUSED_LOG_EVERY`] (past it, the oldest go).
+const REFUSED_PEERS: usize = 1024;
+
+/// The peers refused for their token, and when each was last logged: one warning per peer
+/// every [`REFUSED_LOG_EVERY`], not one per request.
+#[derive(Debug, Default)]
+pub(crate) struct Refused(Mutex<HashMap<std::net::IpAddr, std::time::Instant>>);
+
+impl Refused {
+    /// Whether a refusal of `peer` now should be logged.
+    fn should_log(&self, peer: std::net::IpAddr) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if last
+            .get(&peer)
+            .is_some_and(|t| now.duration_since(*t) < REFUSED_LOG_EVERY)
+        {
+            return false;
+        }
+        if last.len() >= REFUSED_PEERS {
+            last.retain(|_, t| now.duration_since(*t) < REFUSED_LOG_EVERY);
+            if last.len() >= REFUSED_PEERS {
+                last.clear();
+            }
+        }
+        last.insert(peer, now);
+        true
+    }
 }
 
 /// `POST /handoff`: hand the lease to this replica; the answer says whether it was done.
@@ -296,7 +333,7 @@ impl Api {
             self.tracker.spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let api = api.clone();
-                    async move { Ok::<_, Infallible>(api.handle(req).await) }
+                    async move { Ok::<_, Infallible>(api.handle(req, remote).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(tcp), service);
@@ -312,7 +349,46 @@ impl Api {
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ApiBody> {
+    /// Refuses a request without this node's `http.auth-token` (every route, `/metrics`
+    /// included): 401 saying whether the token is missing or wrong.
+    #[allow(clippy::result_large_err)] // a cold path; the response is built once
+    fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        remote: std::net::SocketAddr,
+    ) -> Result<(), Response<ApiBody>> {
+        let Some(token) = &self.auth_token else {
+            return Ok(());
+        };
+        let header = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(hyper::header::HeaderValue::as_bytes);
+        token.check(header).map_err(|e| {
+            if self.refused.should_log(remote.ip()) {
+                tracing::warn!(
+                    peer = %remote,
+                    path = req.uri().path(),
+                    "refused an API request: {e} (logged once a minute per peer)"
+                );
+            }
+            let mut resp = text(StatusCode::UNAUTHORIZED, e.to_string());
+            resp.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            resp
+        })
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: std::net::SocketAddr,
+    ) -> Response<ApiBody> {
+        if let Err(resp) = self.authorize(&req, remote) {
+            return resp;
+        }
         let mut resp = match (req.method(), req.uri().path()) {
             (&Method::POST, "/stream") => self.clone().stream(req).await,
             (&Method::GET, "/info") => self.info(),
@@ -405,6 +481,12 @@ impl Api {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
+        if let Some(e) = filter
+            .iter()
+            .find_map(|f| litefs_store::validate_name(f).err())
+        {
+            return text(StatusCode::BAD_REQUEST, format!("bad filter: {e}"));
+        }
         let positions = match PosMap::decode(&body) {
             Ok(p) => p,
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad position map: {e}")),
@@ -533,7 +615,7 @@ impl Api {
                 "no primary known to hand the lease over",
             );
         };
-        match request_handoff(&url, self.store.node_id()).await {
+        match request_handoff(&url, self.store.node_id(), self.auth_token.as_ref()).await {
             Ok(()) => {}
             Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
         }
@@ -718,7 +800,11 @@ fn escape_label(v: &str) -> String {
 }
 
 /// Asks the primary at `url` to hand its lease to node `me` (`POST /handoff`).
-pub(crate) async fn request_handoff(url: &str, me: NodeId) -> Result<(), String> {
+pub(crate) async fn request_handoff(
+    url: &str,
+    me: NodeId,
+    token: Option<&AuthToken>,
+) -> Result<(), String> {
     let authority = url
         .strip_prefix("http://")
         .map(|r| r.trim_end_matches('/'))
@@ -735,11 +821,15 @@ pub(crate) async fn request_handoff(url: &str, me: NodeId) -> Result<(), String>
         .await
         .map_err(|e| format!("connect to {url}: {e}"))?;
     let conn = tokio::spawn(conn);
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(Method::POST)
         .uri(format!("/handoff?nodeID={me}"))
         .header(hyper::header::HOST, authority)
-        .header(ID_HEADER, me.to_string())
+        .header(ID_HEADER, me.to_string());
+    if let Some(token) = token {
+        req = req.header(hyper::header::AUTHORIZATION, token.header_value());
+    }
+    let req = req
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
     let exchange = async {
@@ -765,5 +855,46 @@ pub(crate) async fn request_handoff(url: &str, me: NodeId) -> Result<(), String>
         Ok(())
     } else {
         Err(format!("{url}/handoff answered {status}: {body}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body of a response built in full.
+    fn body(resp: Response<ApiBody>) -> String {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(resp.into_body().collect())
+            .expect("a full body")
+            .to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn hostile_name_parameters_get_400_naming_the_problem() {
+        let long = "a".repeat(10_000);
+        for (query, why) in [
+            ("name=..", "a `.` or `..` path component"),
+            ("name=..%2F..%2Fetc%2Fx", "a `.` or `..` path component"),
+            ("name=a%00b", "contains NUL"),
+            (&format!("name={long}"), "longer than 1024 bytes"),
+            ("name=%2Fetc%2Fx", "an absolute path"),
+            ("name=app.db-wal", "ends in -journal"),
+            ("name=", "empty"),
+            ("name=%zz", "bad percent-encoding"),
+            ("other=x", "name required"),
+        ] {
+            let uri: Uri = format!("/export?{query}").parse().expect("a URI");
+            let resp = db_name_param(&uri).expect_err(query);
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query:.40}");
+            let msg = body(resp);
+            assert!(msg.contains(why), "{query:.40}: {msg}");
+            assert!(msg.len() < 300, "{msg:.300}");
+        }
+        let uri: Uri = "/export?name=a%2Fb".parse().expect("a URI");
+        assert_eq!(db_name_param(&uri).ok().as_deref(), Some("a/b"));
     }
 }

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 use litefs_fuse::HaltErrno as Errno;
 use litefs_ltx::{NodeId, Pos};
 use litefs_replication::replica::ID_HEADER;
+use litefs_replication::AuthToken;
 use litefs_store::Store;
 
-use crate::api::halt::HALT_ACQUIRE;
+use crate::api::halt::{HALT_ACQUIRE, MAX_TX_BODY};
 use crate::api::Api;
 
 /// How often a held lock is renewed (it lasts [`crate::api::halt::HALT_TTL`]).
@@ -63,6 +64,7 @@ fn request(
     method: &str,
     target: &str,
     me: NodeId,
+    token: Option<&AuthToken>,
     body: Option<&Path>,
     timeout: Duration,
 ) -> Answer {
@@ -93,8 +95,11 @@ fn request(
             .map_err(|e| format!("{what}: {e}"))?,
         None => 0,
     };
+    let auth = token.map_or_else(String::new, |t| {
+        format!("{}: {}\r\n", hyper::header::AUTHORIZATION, t.header_value())
+    });
     let head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {host}\r\n{ID_HEADER}: {me}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\n{ID_HEADER}: {me}\r\n{auth}Content-Length: {len}\r\nConnection: close\r\n\r\n"
     );
     tcp.write_all(head.as_bytes())
         .map_err(|e| format!("{what}: send: {e}"))?;
@@ -189,7 +194,15 @@ impl Halter {
 
     fn release_remote(&self, url: &str, db: &str, id: i64) {
         let target = format!("/halt?name={}&id={id}", query_value(db));
-        match request(url, "DELETE", &target, self.me(), None, SHORT_REQUEST) {
+        match request(
+            url,
+            "DELETE",
+            &target,
+            self.me(),
+            self.api.auth_token.as_ref(),
+            None,
+            SHORT_REQUEST,
+        ) {
             Ok((200, _)) => {}
             Ok((status, body)) => {
                 tracing::warn!(%db, id, status, "the primary did not release the halt lock: {body}");
@@ -217,6 +230,7 @@ impl Halter {
     /// Renews lock `id` on `db` every [`RENEW_EVERY`] until `stop` is dropped.
     fn renew(&self, url: String, db: String, id: i64, stop: mpsc::Receiver<()>) {
         let me = self.me();
+        let token = self.api.auth_token.clone();
         let store = self.store.clone();
         std::thread::spawn(move || loop {
             match stop.recv_timeout(RENEW_EVERY) {
@@ -224,7 +238,15 @@ impl Halter {
                 _ => return,
             }
             let target = format!("/halt?name={}&id={id}&renew=true", query_value(&db));
-            match request(&url, "POST", &target, me, None, SHORT_REQUEST) {
+            match request(
+                &url,
+                "POST",
+                &target,
+                me,
+                token.as_ref(),
+                None,
+                SHORT_REQUEST,
+            ) {
                 Ok((200, _)) => {}
                 Ok((status, body)) => {
                     tracing::warn!(%db, id, status, "the primary refused to renew the halt lock ({body}): writes are refused again");
@@ -265,6 +287,7 @@ impl litefs_fuse::HaltLocks for Halter {
             "POST",
             &target,
             self.me(),
+            self.api.auth_token.as_ref(),
             None,
             HALT_ACQUIRE + Duration::from_secs(2),
         );
@@ -304,13 +327,29 @@ impl litefs_fuse::HaltLocks for Halter {
             std::thread::sleep(Duration::from_millis(1));
         }
         let me = self.me();
+        let auth = self.api.auth_token.clone();
         let (tx_url, tx_name) = (url.clone(), name.to_owned());
         let token = u64::try_from(id).unwrap_or(0);
         db.set_halt_forward(Some((
             token,
             Arc::new(move |ltx: &Path| {
+                // The primary would refuse it (413) once sent.
+                let len = std::fs::metadata(ltx).map_or(0, |m| m.len());
+                if len > MAX_TX_BODY {
+                    return Err(format!(
+                        "the transaction's LTX file is {len} bytes; the primary takes at most {MAX_TX_BODY} under the halt lock"
+                    ));
+                }
                 let target = format!("/tx?name={}&lockID={id}", query_value(&tx_name));
-                match request(&tx_url, "POST", &target, me, Some(ltx), TX_REQUEST)? {
+                match request(
+                    &tx_url,
+                    "POST",
+                    &target,
+                    me,
+                    auth.as_ref(),
+                    Some(ltx),
+                    TX_REQUEST,
+                )? {
                     (200, _) => Ok(()),
                     (status, body) => Err(format!("{status}: {body}")),
                 }

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use apply::{ApplyError, MountApplier};
+pub use litefs_replication::AuthToken;
 
 /// How the primary is chosen.
 #[derive(Clone, Debug)]
@@ -77,6 +78,9 @@ pub struct NodeOptions {
     pub skip_unmount: bool,
     /// `http.addr` (`:20202` means every interface).
     pub http_addr: String,
+    /// `http.auth-token`: what every request to this node's API must carry, and what it sends
+    /// to its peers' (`None`: the API is open, as LiteFS's).
+    pub auth_token: Option<litefs_replication::AuthToken>,
     /// The lease.
     pub lease: LeaseKind,
     /// This node's name and API URL, as written into the lease when it is the primary (Consul).
@@ -411,6 +415,8 @@ pub async fn run(
         tracker: tracker.clone(),
         applier: std::sync::OnceLock::new(),
         halts: api::halt::Halts::default(),
+        auth_token: opts.auth_token.clone(),
+        refused: api::Refused::default(),
     });
     let mount_applier = MountApplier::new(store.clone(), mount_dir.clone(), mount.invalidator());
     let _ = api.applier.set(mount_applier.clone());
@@ -1193,7 +1199,7 @@ impl Roles {
                             tracing::info!(primary = %url, "lease.promote: asking the primary for the lease");
                             tokio::select! {
                                 () = me.cancel.cancelled() => {}
-                                r = api::request_handoff(&url, me.store.node_id()) => {
+                                r = api::request_handoff(&url, me.store.node_id(), me.opts.auth_token.as_ref()) => {
                                     if let Err(e) = r {
                                         tracing::warn!("lease.promote: {e}");
                                     }
@@ -1209,6 +1215,7 @@ impl Roles {
             node_id: self.store.node_id(),
             filter: self.opts.databases.clone(),
             cluster_id: self.local_cluster_id(),
+            auth_token: self.opts.auth_token.clone(),
         };
         let result = replica::follow(
             self.store.clone(),

@@ -201,10 +201,10 @@ fn parse_wanted(v: &str) -> Option<Wanted> {
     v.split('&')
         .map(|part| {
             let (name, txid) = part.rsplit_once(':')?;
-            Some((
-                cookie_name_decode(name)?,
-                u64::from_str_radix(txid, 16).ok()?,
-            ))
+            // A name no database can have makes the cookie invalid (the request is not held).
+            let name = cookie_name_decode(name)?;
+            litefs_store::validate_name(&name).ok()?;
+            Some((name, u64::from_str_radix(txid, 16).ok()?))
         })
         .collect::<Option<Vec<_>>>()
         .map(Wanted::Each)
@@ -670,6 +670,23 @@ mod tests {
         assert_eq!(parse_wanted("xyz"), None);
         assert_eq!(parse_wanted("a:zz"), None);
         assert_eq!(parse_wanted("a%2:01"), None);
+    }
+
+    #[test]
+    fn cookies_naming_hostile_databases_are_ignored() {
+        let long = "a".repeat(10_000);
+        for bad in ["..", "a%00b", long.as_str(), "..%2F..%2Fx", "%2Fetc"] {
+            assert_eq!(parse_wanted(&format!("{bad}:01")), None, "{bad:.40}");
+            assert_eq!(
+                parse_wanted(&format!("app.db:01&{bad}:02")),
+                None,
+                "{bad:.40}"
+            );
+        }
+        assert_eq!(
+            parse_wanted("a%2Fb:01"),
+            Some(Wanted::Each(vec![("a/b".to_owned(), 1)]))
+        );
     }
 
     #[test]

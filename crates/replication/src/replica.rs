@@ -124,6 +124,8 @@ pub struct FollowOptions {
     pub filter: Vec<String>,
     /// This node's cluster id: a primary that names another one is refused.
     pub cluster_id: Option<String>,
+    /// `http.auth-token`, sent to the primary.
+    pub auth_token: Option<crate::AuthToken>,
 }
 
 /// How a connection ended without an error.
@@ -281,10 +283,14 @@ pub async fn follow(
         uri.push_str("?filter=");
         uri.push_str(&opts.filter.join(","));
     }
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(Method::POST)
         .uri(uri)
-        .header(ID_HEADER, opts.node_id.to_string())
+        .header(ID_HEADER, opts.node_id.to_string());
+    if let Some(token) = &opts.auth_token {
+        req = req.header(hyper::header::AUTHORIZATION, token.header_value());
+    }
+    let req = req
         .body(Full::new(Bytes::from(positions.encode())))
         .map_err(|e| connect_err(Box::new(e)))?;
     // The primary answers with its headers at once; the frames follow.
@@ -662,5 +668,82 @@ mod tests {
         assert_eq!(authority("https://x:1"), None);
         assert_eq!(authority("http://"), None);
         assert_eq!(authority("http://x:1/stream"), None);
+    }
+
+    /// What `handle_events` makes of one LTX frame named `name` from the primary.
+    fn receive_frame_named(store: &Arc<Store>, name: &str) -> Result<(), FollowError> {
+        let mut decoder = StreamDecoder::new();
+        decoder.feed(&Frame::Ltx { name: name.into() }.to_bytes());
+        let opts = FollowOptions {
+            url: "http://127.0.0.1:1".into(),
+            node_id: NodeId::new(1),
+            filter: Vec::new(),
+            cluster_id: None,
+            auth_token: None,
+        };
+        let (mut receiving, mut received) = (None, 0);
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let mut queue = Some(tx);
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(handle_events(
+                &mut decoder,
+                store,
+                &opts,
+                &opts.url,
+                &mut receiving,
+                &mut received,
+                &mut queue,
+            ))
+            .map(|_| ())
+    }
+
+    #[test]
+    fn frames_for_hostile_names_are_refused_and_nothing_is_written() {
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let data = tmp.path().join("data");
+        let store = Arc::new(
+            Store::open(litefs_store::StoreOptions {
+                data_dir: data.clone(),
+                compress: false,
+                strict_verify: true,
+                adopt: Vec::new(),
+            })
+            .expect("open the store"),
+        );
+        let listing = || {
+            let mut all: Vec<_> = std::fs::read_dir(data.join("dbs"))
+                .expect("list dbs")
+                .map(|e| e.expect("an entry").file_name())
+                .collect();
+            all.sort();
+            all
+        };
+        let before = listing();
+        for name in [
+            "..",
+            "../../etc/x",
+            "a\0b",
+            "/etc/x",
+            "a/../../x",
+            "app.db-wal",
+        ] {
+            match receive_frame_named(&store, name) {
+                Err(FollowError::Store(litefs_store::Error::InvalidName(..))) => {}
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
+        // Longer than the decoder takes: refused before it is a name.
+        match receive_frame_named(&store, &"a".repeat(10_000)) {
+            Err(FollowError::Codec { .. }) => {}
+            other => panic!("10 000 bytes: {other:?}"),
+        }
+        assert_eq!(listing(), before);
+        assert!(store.dbs().is_empty());
+        assert!(!tmp.path().join("etc").exists());
+        // A database in a subdirectory is a name like any other.
+        receive_frame_named(&store, "a/b").expect("a/b");
+        assert!(store.db("a/b").is_some());
     }
 }

@@ -23,7 +23,7 @@ pub enum Error {
     #[error("database {0:?} does not exist")]
     NotFound(String),
     /// A database name that cannot be stored.
-    #[error("invalid database name {0:?}: {1}")]
+    #[error("invalid database name {name}: {reason}", name = shown_name(.0), reason = .1)]
     InvalidName(String, &'static str),
     /// A write to the database file that is not whole pages at page boundaries.
     #[error("database {db}: write of {len} bytes at offset {offset} is not whole pages of {page_size} bytes")]
@@ -182,4 +182,20 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+/// The longest part of a refused name an error message shows.
+const SHOWN_NAME: usize = 64;
+
+/// A name for an error message, quoted: cut after [`SHOWN_NAME`] bytes (at a character
+/// boundary) with its length, so that a name of 10 000 bytes does not fill the log.
+fn shown_name(name: &str) -> String {
+    if name.len() <= SHOWN_NAME {
+        return format!("{name:?}");
+    }
+    let mut end = SHOWN_NAME;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &name[..end], name.len())
 }

@@ -154,10 +154,23 @@ fn random_node_id() -> NodeId {
 /// The longest database name, in bytes.
 pub const MAX_NAME_LEN: usize = 1024;
 
+/// The endings of the other files of a database in the mount (`app.db-wal` is `app.db`'s WAL),
+/// which a database's own name may not have.
+pub const SIDE_FILE_SUFFIXES: [&str; 5] = ["-journal", "-wal", "-shm", "-pos", "-lock"];
+
+/// The files the mount shows at its top level by itself.
+const MOUNT_FILES: [&str; 2] = [".lag", ".primary"];
+
 /// Checks that `name` can name a database: a relative path of components separated by `/`
 /// (a database in a subdirectory of the mount), none empty, `.` or `..`, none longer than 255
 /// bytes, no NUL, at most [`MAX_NAME_LEN`] bytes in all. Below the top level no component may
-/// be `ltx`: the directory of a database is the one that holds an `ltx` folder.
+/// be `ltx`: the directory of a database is the one that holds an `ltx` folder. The last
+/// component may not end in one of [`SIDE_FILE_SUFFIXES`] (the mount would take the database
+/// for another's side file), and the name may not be one of the mount's own files (`.lag`,
+/// `.primary`).
+///
+/// Every name that comes from outside (the API, the replication stream, the directories found
+/// on disk, the mount, the configuration, the commands) is checked with this function.
 pub fn validate_name(name: &str) -> Result<()> {
     let parts: Vec<&str> = name.split('/').collect();
     let reason = if name.is_empty() {
@@ -176,6 +189,14 @@ pub fn validate_name(name: &str) -> Result<()> {
         Some("a path component longer than 255 bytes")
     } else if parts.iter().skip(1).any(|p| *p == "ltx") {
         Some("a path component `ltx` below the top level")
+    } else if parts.last().is_some_and(|last| {
+        SIDE_FILE_SUFFIXES
+            .iter()
+            .any(|s| last.len() > s.len() && last.ends_with(s))
+    }) {
+        Some("ends in -journal, -wal, -shm, -pos or -lock (the mount would take it for another database's file)")
+    } else if MOUNT_FILES.contains(&name) {
+        Some("the name of a file the mount makes (`.lag`, `.primary`)")
     } else {
         None
     };
@@ -629,9 +650,15 @@ mod tests {
             "ltx/x.db",
             "ltx",
             ".hidden",
+            "-wal",
+            "app.db-walrus",
+            "t/.lag",
+            "wal",
         ] {
             assert!(validate_name(good).is_ok(), "{good}");
         }
+        const SIDE: &str = "ends in -journal, -wal, -shm, -pos or -lock (the mount would take it for another database's file)";
+        let hostile = hostile_names();
         let long = "x".repeat(256);
         let too_long = format!("{}/x", "a/".repeat(600));
         for (bad, why) in [
@@ -647,6 +674,22 @@ mod tests {
             (too_long.as_str(), "longer than 1024 bytes"),
             ("t/ltx", "a path component `ltx` below the top level"),
             ("t/ltx/a.db", "a path component `ltx` below the top level"),
+            ("app.db-wal", SIDE),
+            ("app.db-journal", SIDE),
+            ("t/app.db-shm", SIDE),
+            ("app.db-pos", SIDE),
+            ("app.db-lock", SIDE),
+            (
+                ".lag",
+                "the name of a file the mount makes (`.lag`, `.primary`)",
+            ),
+            (
+                ".primary",
+                "the name of a file the mount makes (`.lag`, `.primary`)",
+            ),
+            // The hostile names every entry point is tested with.
+            ("a\0b", "contains NUL"),
+            (hostile[3].as_str(), "longer than 1024 bytes"),
         ] {
             match validate_name(bad) {
                 Err(Error::InvalidName(name, reason)) => {
@@ -656,5 +699,81 @@ mod tests {
                 other => panic!("{bad:?}: {other:?}"),
             }
         }
+    }
+
+    /// The hostile names of the entry-point tests: `..` is refused, `a/b` is a database `b`
+    /// in directory `a` (subdirectories are supported), and its hostile forms are refused.
+    fn hostile_names() -> [String; 4] {
+        ["a/b".into(), "..".into(), "a\0b".into(), "a".repeat(10_000)]
+    }
+
+    /// The names in `dir`, sorted.
+    fn listing(dir: &Path) -> Vec<std::ffi::OsString> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn hostile_names_create_nothing_and_bad_directories_are_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dbs = tmp.path().join("dbs");
+        for d in [
+            "good.db",
+            "app.db-wal",
+            ".lag",
+            "t/app.db-shm",
+            "u/x.db-journal",
+        ] {
+            fs::create_dir_all(dbs.join(d).join("ltx")).unwrap();
+        }
+        let opts = StoreOptions {
+            data_dir: tmp.path().to_owned(),
+            compress: false,
+            strict_verify: true,
+            adopt: Vec::new(),
+        };
+        let store = Store::open(opts).unwrap();
+        let names: Vec<String> = store.dbs().iter().map(|d| d.name().to_owned()).collect();
+        assert_eq!(names, ["good.db"]);
+        let before = [listing(tmp.path()), listing(&dbs)];
+        // Skipped, not removed.
+        assert!(dbs.join("app.db-wal/ltx").is_dir());
+        for bad in hostile_names()
+            .iter()
+            .skip(1)
+            .map(String::as_str)
+            .chain(["../x.db", "a/../../x"])
+        {
+            let e = store.create_db(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidName(..)), "{bad:?}: {e}");
+            assert!(store.db(bad).is_none());
+        }
+        assert_eq!([listing(tmp.path()), listing(&dbs)], before);
+        assert!(!tmp.path().parent().unwrap().join("x.db").exists());
+    }
+
+    #[test]
+    fn hostile_names_are_refused_with_a_short_message() {
+        let [slash, dotdot, nul, long] = hostile_names();
+        assert!(
+            validate_name(&slash).is_ok(),
+            "a database in a subdirectory"
+        );
+        for bad in ["/a/b", "a/../../b", "../a/b", "a//b", "a/b/", "a/./b"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        for bad in [dotdot, nul, long] {
+            let msg = validate_name(&bad).unwrap_err().to_string();
+            assert!(msg.starts_with("invalid database name"), "{msg}");
+            // A long name is cut in the message.
+            assert!(msg.len() < 300, "{} bytes: {msg:.300}", msg.len());
+        }
+        let msg = validate_name(&"a".repeat(10_000)).unwrap_err().to_string();
+        assert!(msg.contains("(10000 bytes)"), "{msg}");
+        assert!(msg.ends_with("longer than 1024 bytes"), "{msg}");
     }
 }

@@ -7,7 +7,6 @@
 //! names.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +23,10 @@ use crate::apply::{ApplyError, MountApplier, WriterLock};
 pub const HALT_TTL: Duration = Duration::from_secs(30);
 /// How long `POST /halt` waits for the lock (another replica's, or a local writer's).
 pub const HALT_ACQUIRE: Duration = Duration::from_secs(10);
+/// The largest `/tx` body: the LTX file of one transaction written under the halt lock (a
+/// migration rewriting a database of about that size). Larger is refused with 413, from its
+/// `Content-Length` before anything is read, or as soon as a body without one passes it.
+pub const MAX_TX_BODY: u64 = 1 << 30;
 
 /// One database's halt lock.
 #[derive(Debug)]
@@ -349,12 +352,15 @@ impl Api {
                 }
             }
         };
+        if let Some(len) = content_length(&req).filter(|&n| n > MAX_TX_BODY) {
+            return too_large(len);
+        }
         let db = match self.store.create_db(&name) {
             Ok(db) => db,
             Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
         };
         // The body goes to a file in the database's LTX folder (start-up removes what a crash
-        // leaves there), however large it is.
+        // leaves there), up to MAX_TX_BODY.
         let n = self
             .halts
             .next_tmp
@@ -369,24 +375,19 @@ impl Api {
                 )
             }
         };
-        let mut body = req.into_body();
-        while let Some(frame) = body.frame().await {
-            let chunk = match frame {
-                Ok(f) => f.into_data().unwrap_or_default(),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return text(StatusCode::BAD_REQUEST, format!("read the body: {e}"));
-                }
-            };
-            if let Err(e) = file.write_all(&chunk) {
-                let _ = std::fs::remove_file(&tmp);
-                return text(
+        let written = write_capped(req.into_body(), &mut file, MAX_TX_BODY).await;
+        drop(file);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return match e {
+                BodyError::Read(e) => text(StatusCode::BAD_REQUEST, format!("read the body: {e}")),
+                BodyError::TooLarge(n) => too_large(n),
+                BodyError::Write(e) => text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("write {}: {e}", tmp.display()),
-                );
-            }
+                ),
+            };
         }
-        drop(file);
         // The next transaction of the database, and nothing else (a snapshot only for a
         // database that has none).
         let next = db.pos().txid.get() + 1;
@@ -445,5 +446,104 @@ impl Api {
             Ok(Err(e)) => text(apply_status(&e), litefs_store::error_chain(&e)),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("apply: {e}")),
         }
+    }
+}
+
+/// The request's `Content-Length`, if it has a valid one.
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The 413 of a `/tx` body of (at least) `len` bytes.
+fn too_large(len: u64) -> Response<ApiBody> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the transaction's LTX file is {len} bytes or more; /tx takes at most {MAX_TX_BODY}"
+        ),
+    )
+}
+
+/// Why a body was not written whole.
+#[derive(Debug)]
+enum BodyError {
+    /// Reading it failed.
+    Read(Box<dyn std::error::Error + Send + Sync>),
+    /// It passed the limit (at this many bytes): the rest is not read.
+    TooLarge(u64),
+    /// Writing it failed.
+    Write(std::io::Error),
+}
+
+/// Writes `body` to `out` chunk by chunk, up to `cap` bytes; returns how many it wrote.
+async fn write_capped<B>(body: B, out: &mut impl std::io::Write, cap: u64) -> Result<u64, BodyError>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        let chunk = match frame {
+            Ok(f) => f.into_data().unwrap_or_default(),
+            Err(e) => return Err(BodyError::Read(e.into())),
+        };
+        n += chunk.len() as u64;
+        if n > cap {
+            return Err(BodyError::TooLarge(n));
+        }
+        out.write_all(&chunk).map_err(BodyError::Write)?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body of these chunks.
+    struct Chunks(std::collections::VecDeque<&'static [u8]>);
+
+    impl hyper::body::Body for Chunks {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>>
+        {
+            let next = self.0.pop_front();
+            std::task::Poll::Ready(
+                next.map(|c| Ok(hyper::body::Frame::data(bytes::Bytes::from_static(c)))),
+            )
+        }
+    }
+
+    fn write(chunks: &[&'static [u8]], cap: u64) -> (Result<u64, BodyError>, Vec<u8>, usize) {
+        let mut body = Chunks(chunks.iter().copied().collect());
+        let mut out = Vec::new();
+        let r = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(write_capped(&mut body, &mut out, cap));
+        (r, out, body.0.len())
+    }
+
+    #[test]
+    fn tx_bodies_are_capped_as_they_arrive() {
+        let (r, out, _) = write(&[b"abc", b"def"], 6);
+        assert_eq!(r.expect("within the cap"), 6);
+        assert_eq!(out, b"abcdef");
+        // The chunk that passes the cap is not written, and nothing after it is read.
+        let (r, out, unread) = write(&[b"abc", b"def", b"g"], 5);
+        assert!(matches!(r, Err(BodyError::TooLarge(6))), "{r:?}");
+        assert_eq!(out, b"abc");
+        assert_eq!(unread, 1);
+        let (r, _, _) = write(&[], 0);
+        assert_eq!(r.expect("empty"), 0);
     }
 }
