@@ -57,6 +57,8 @@ const CLIENTS: u64 = 2;
 /// keeps its state does not give the lease away before the old session ends and its
 /// lock-delay runs out.
 const CONSUL_FORGETS: Duration = Duration::from_millis(2500);
+/// `http.auth-token` of every node: every request between them carries it.
+const TOKEN: &str = "campaign-secret";
 /// Longer than the lease's hold (its health check's TTL, 2.5 s) and its lock-delay (1 s).
 const PAUSE: Duration = Duration::from_secs(5);
 
@@ -79,7 +81,8 @@ impl Endpoint {
         };
         let _ = tcp.set_read_timeout(Some(Duration::from_millis(500)));
         let req = format!(
-            "GET /info HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            "GET /info HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Connection: close\r\n\r\n",
             self.port
         );
         if tcp.write_all(req.as_bytes()).is_err() {
@@ -414,6 +417,7 @@ fn start_linked(consul: &Consul) -> (MountedNode, Links, Ext4) {
         candidate: true,
     };
     opts.advertise_port = Some(links.api.port());
+    opts.auth_token = Some(TOKEN);
     opts.retention = Some("1m");
     opts.retention_monitor_interval = Some("5s");
     opts.retention_max_size = Some("8MiB");

@@ -440,7 +440,8 @@ impl MountedNode {
         // Files cover 1..=TXID without gaps: one file per transaction, or one file for a range
         // of them (start-up recovery writes the transactions a crash left without files so).
         let files = self.ltx_files(name);
-        let pruned = self.opts.retention.is_some() || self.opts.retention_max_size.is_some();
+        let pruned =
+            self.opts.retention.is_some() || self.opts.retention_max_size.is_some_and(|m| m != "0");
         let mut next = 1u64;
         let mut prev_post = Checksum::ZERO;
         for (i, path) in files.iter().enumerate() {

@@ -638,6 +638,9 @@ impl Api {
         let info = serde_json::json!({
             "clusterID": self.cluster_id().unwrap_or_default(),
             "isPrimary": *self.primary.borrow(),
+            // The primary takes writes now (not fenced: its lease is confirmed, and it is not
+            // waiting out a former primary's fence or handing its lease over).
+            "writable": *self.primary.borrow() && self.store.accepts_writes(),
             "candidate": self.candidate,
             "path": self.mount_dir,
             "primary": primary.map(|h| serde_json::json!({ "hostname": h })),

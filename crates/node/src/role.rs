@@ -81,6 +81,11 @@ pub struct Held {
     pub next_keep_alive: Instant,
     /// A keep-alive is in flight (sent then).
     pub in_flight: Option<Instant>,
+    /// Writes wait until then: the lease was taken soon after Consul failed to answer (or
+    /// answered with an older index, having lost its state), so a former primary may not have
+    /// noticed yet that its lease is gone; it stops writing by its own fence, which this
+    /// waits out.
+    pub settling_until: Option<Instant>,
 }
 
 impl Held {
@@ -88,6 +93,11 @@ impl Held {
     /// accepted must be refused well before; keep 40% of the hold as a margin.
     fn fence_at(&self) -> Instant {
         self.held_until - self.lease.hold * 2 / 5
+    }
+
+    /// Whether writes may be taken at `now`: before the fence, and after any settling wait.
+    fn may_write(&self, now: Instant) -> bool {
+        now < self.fence_at() && self.settling_until.is_none_or(|t| now >= t)
     }
 
     /// The keep-alive in flight succeeded; the hold counts from `from`.
@@ -197,6 +207,11 @@ pub struct Machine {
     /// The lease followed last, and whether following it failed: a blocking lookup then waits
     /// for the key to change instead of reconnecting at once.
     last_followed: Option<String>,
+    /// When Consul last failed to answer, or answered with a lower index than before (it lost
+    /// its state).
+    consul_trouble: Option<Instant>,
+    /// The highest index Consul answered with.
+    max_index: u64,
 }
 
 impl Machine {
@@ -213,6 +228,8 @@ impl Machine {
             stale_since: None,
             quiet_until: None,
             last_followed: None,
+            consul_trouble: None,
+            max_index: 0,
         }
     }
 
@@ -244,6 +261,9 @@ impl Machine {
                 let mut d = h.held_until;
                 if !h.fenced {
                     d = d.min(h.fence_at());
+                }
+                if let Some(t) = h.settling_until.filter(|_| h.fenced) {
+                    d = d.min(t);
                 }
                 if h.in_flight.is_none() {
                     d = d.min(h.next_keep_alive);
@@ -293,6 +313,20 @@ impl Machine {
                 _ => {}
             }
             return out;
+        }
+        match &event {
+            Event::LookupFailed | Event::AcquireFailed | Event::KeepAliveFailed { .. } => {
+                self.consul_trouble = Some(now);
+            }
+            Event::LookedUp { lookup, .. } if lookup.index > 0 => {
+                if lookup.index < self.max_index {
+                    // Consul lost its state (a restarted dev agent, a rebuilt cluster): its
+                    // sessions with it.
+                    self.consul_trouble = Some(now);
+                }
+                self.max_index = lookup.index;
+            }
+            _ => {}
         }
         if let Event::DiskFailed = event {
             self.candidate = false;
@@ -348,15 +382,33 @@ impl Machine {
                 self.failures = 0;
                 self.stale_since = None;
                 self.last_followed = None;
+                // A former primary stops writing by its fence at the latest: 60% of the hold
+                // after its last keep-alive, which was before Consul's trouble, so before this
+                // acquire was sent. Without trouble within a hold, Consul gave the lease away
+                // only after the former session ended (its holder fenced long before).
+                let settling_until = self
+                    .consul_trouble
+                    .filter(|t| now.saturating_duration_since(*t) < lease.hold)
+                    .map(|_| sent + lease.hold * 3 / 5)
+                    .filter(|t| *t > now);
                 let held = Held {
                     held_until: sent + lease.hold,
-                    fenced: false,
+                    fenced: settling_until.is_some(),
                     next_keep_alive: now + lease.keep_alive_every,
                     in_flight: None,
+                    settling_until,
                     lease: lease.clone(),
                 };
                 self.phase = Phase::Primary(held);
                 out.push(Action::BecomePrimary(lease));
+                if let Some(t) = settling_until {
+                    tracing::warn!(
+                        wait = ?t.saturating_duration_since(now),
+                        "the lease was taken just after Consul was in trouble: writes wait until a \
+                         former primary has surely stopped taking them"
+                    );
+                    out.push(Action::Fence(true));
+                }
             }
             (Phase::Acquiring { .. }, Event::Acquired(None)) => {
                 // Another node took it, or the lock-delay still runs: look again soon.
@@ -379,6 +431,13 @@ impl Machine {
                     h.fenced = true;
                     out.push(Action::Fence(true));
                 }
+                if h.fenced && h.settling_until.is_some_and(|t| now >= t) {
+                    h.settling_until = None;
+                    if h.may_write(now) {
+                        h.fenced = false;
+                        out.push(Action::Fence(false));
+                    }
+                }
                 if h.in_flight.is_none() && now >= h.next_keep_alive {
                     h.in_flight = Some(now);
                     out.push(Action::KeepAlive(h.lease.clone()));
@@ -387,7 +446,7 @@ impl Machine {
             }
             (Phase::Primary(mut h), Event::KeptAlive { from, .. }) => {
                 h.kept_alive(now, from);
-                if h.fenced && now < h.fence_at() {
+                if h.fenced && h.may_write(now) {
                     h.fenced = false;
                     out.push(Action::Fence(false));
                 }
@@ -427,7 +486,7 @@ impl Machine {
                 self.idle(now, None);
             }
             (Phase::HandingOff(mut h), Event::HandoffDone(false)) => {
-                if now < h.fence_at() {
+                if h.may_write(now) {
                     h.fenced = false;
                     out.push(Action::Fence(false));
                 }
@@ -833,6 +892,76 @@ mod tests {
         };
         assert!(m.on(t1, stale).is_empty());
         assert!(m.is_primary());
+    }
+
+    #[test]
+    fn a_lease_taken_just_after_consul_was_in_trouble_waits_out_a_former_primarys_fence() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(true, timing(), t0);
+        assert_eq!(m.on(t0, Event::Tick), vec![Action::LookUp(None)]);
+        // Consul does not answer, then answers that the key is free.
+        assert!(m.on(t0, Event::LookupFailed).is_empty());
+        let t1 = m.deadline().unwrap();
+        assert_eq!(m.on(t1, Event::Tick), vec![Action::LookUp(None)]);
+        assert_eq!(m.on(t1, free(3, Vec::new())), vec![Action::Acquire]);
+        assert_eq!(
+            m.on(t1, Event::Acquired(Some(lease()))),
+            vec![Action::BecomePrimary(lease()), Action::Fence(true)]
+        );
+        assert_eq!(m.writable_until(), None);
+        let settled = t1 + HOLD * 3 / 5;
+        // Keep-alives go on meanwhile, and do not end the wait.
+        let t2 = t1 + HOLD / 5;
+        assert_eq!(m.on(t2, Event::Tick), vec![Action::KeepAlive(lease())]);
+        assert!(m.on(t2, kept(t2)).is_empty());
+        assert_eq!(m.writable_until(), None);
+        assert!(m.deadline().unwrap() <= settled);
+        let _ = m.on(t1 + HOLD * 2 / 5, Event::Tick);
+        let _ = m.on(t1 + HOLD * 2 / 5, kept(t1 + HOLD * 2 / 5));
+        assert_eq!(m.writable_until(), None);
+        assert!(m.on(settled, Event::Tick).contains(&Action::Fence(false)));
+        assert!(m.writable_until().is_some());
+    }
+
+    #[test]
+    fn a_lease_taken_with_consul_answering_all_along_is_written_at_once() {
+        let t0 = Instant::now();
+        assert!(primary_at(t0).writable_until().is_some());
+        // Trouble longer than a hold ago does not count either.
+        let mut m2 = Machine::new(true, timing(), t0);
+        let _ = m2.on(t0, Event::Tick);
+        let _ = m2.on(t0, Event::LookupFailed);
+        let t1 = t0 + HOLD * 2;
+        let _ = m2.on(t1, Event::Tick);
+        assert_eq!(m2.on(t1, free(3, Vec::new())), vec![Action::Acquire]);
+        assert_eq!(
+            m2.on(t1, Event::Acquired(Some(lease()))),
+            vec![Action::BecomePrimary(lease())]
+        );
+        assert!(m2.writable_until().is_some());
+    }
+
+    #[test]
+    fn a_consul_index_that_goes_back_counts_as_trouble() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(true, timing(), t0);
+        let _ = m.on(t0, Event::Tick);
+        // Another node holds the key at index 50; then Consul answers with index 4.
+        let _ = m.on(t0, held(info(2), "s9", 50));
+        let _ = m.on(
+            t0,
+            Event::FollowEnded {
+                handoff: None,
+                failed: true,
+            },
+        );
+        let t1 = m.deadline().unwrap_or(t0);
+        let _ = m.on(t1, Event::Tick);
+        assert_eq!(m.on(t1, free(4, Vec::new())), vec![Action::Acquire]);
+        assert_eq!(
+            m.on(t1, Event::Acquired(Some(lease()))),
+            vec![Action::BecomePrimary(lease()), Action::Fence(true)]
+        );
     }
 
     #[test]

@@ -709,6 +709,7 @@ mod tests {
                 compress: false,
                 strict_verify: true,
                 adopt: Vec::new(),
+                retention_max_size: 0,
             })
             .expect("open the store"),
         );

@@ -320,6 +320,13 @@ impl Store {
         self.opts.write_deadline.store(nanos, Ordering::Release);
     }
 
+    /// Whether SQLite's writes are accepted now: not read-only, and before the write deadline.
+    pub fn accepts_writes(&self) -> bool {
+        let deadline = self.opts.write_deadline.load(Ordering::Acquire);
+        let now = u64::try_from(self.opts.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        !self.is_readonly() && (deadline == 0 || now < deadline)
+    }
+
     /// True on a replica (see [`Store::set_readonly`]).
     pub fn is_readonly(&self) -> bool {
         self.opts.readonly.load(Ordering::Acquire)
@@ -735,6 +742,7 @@ mod tests {
             compress: false,
             strict_verify: true,
             adopt: Vec::new(),
+            retention_max_size: 0,
         };
         let store = Store::open(opts).unwrap();
         let names: Vec<String> = store.dbs().iter().map(|d| d.name().to_owned()).collect();
