@@ -3,10 +3,10 @@
 # each: ./scripts/fuzz.sh [SECONDS] [TARGET...] (all targets of `cargo fuzz list` by default)
 #
 # Needs a nightly toolchain (`cargo +nightly`); installs cargo-fuzz if it is missing. Each
-# target's corpus grows in fuzz/corpus/TARGET (the LTX decoder's is seeded by fuzz/seed.sh),
-# crashes land in fuzz/artifacts/TARGET, and the full libFuzzer output in
-# fuzz/logs/TARGET.log. See docs/fuzzing.md. Prints one summary line per target and exits non-zero if any target
-# found a crash, an out-of-memory or a timeout.
+# target's corpus grows in fuzz/corpus/TARGET, seeded from fuzz/seeds/TARGET (and the LTX
+# decoder's by fuzz/seed.sh); crashes land in fuzz/artifacts/TARGET, and the full libFuzzer
+# output in fuzz/logs/TARGET.log. Prints one summary line per target and exits non-zero if any
+# target found a crash, an out-of-memory or a timeout. See docs/fuzzing.md.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,8 +36,9 @@ if [[ ! -d corpus/ltx_decoder && -d ../../shared/fixtures ]]; then ./seed.sh >/d
 failed=0
 printf '%-18s %8s %14s %8s %8s %8s\n' target seconds executions corpus cov crashes
 for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t"
-  mkdir -p "artifacts/$t"
+  mkdir -p "corpus/$t" "artifacts/$t"
+  # Hand-made seeds (fuzz/seeds/T), where the fuzzer would take long to find a valid start.
+  if [[ -d "seeds/$t" ]]; then cp -n "seeds/$t"/* "corpus/$t/"; fi
   before=$(find "artifacts/$t" -type f | wc -l)
   start=$(date +%s)
   set +e

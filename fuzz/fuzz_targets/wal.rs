@@ -1,6 +1,8 @@
 //! SQLite's WAL read back from disk: the 32-byte header, the frame headers and their checksum
 //! chain (`wal::scan` over a file holding the input), and the WAL-index (`-shm`) header that
-//! `wal_index_header` reads the current change counter and salts from.
+//! `wal_index_header` reads the current change counter and salts from. The first byte chooses
+//! whether the input is taken as it is, with its header checksum made right, or with the
+//! header's and every frame's checksum made right, so that the frame walk is reached at once.
 #![no_main]
 
 use std::fs::File;
@@ -21,7 +23,46 @@ fn scratch() -> &'static File {
     FILE.get_or_init(|| scratch::file("wal"))
 }
 
-fuzz_target!(|data: &[u8]| {
+/// Sets the header checksum, and with `frames` every frame's, to what SQLite would write, in
+/// frames of the header's page size (the salts are left as the input has them).
+fn fix_checksums(wal: &mut [u8], frames: bool) {
+    let Some(head) = wal.get(..32) else {
+        return;
+    };
+    let big_endian = head[3] == 0x83;
+    let raw = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+    let sum = wal::wal_checksum(big_endian, (0, 0), &head[..24]);
+    wal[24..28].copy_from_slice(&sum.0.to_be_bytes());
+    wal[28..32].copy_from_slice(&sum.1.to_be_bytes());
+    let Some(ps) = PageSize::new(if raw == 1 { 65536 } else { raw }) else {
+        return;
+    };
+    if !frames {
+        return;
+    }
+    let frame = FRAME_HEADER_SIZE as usize + ps.bytes();
+    let mut seed = sum;
+    let mut at = WAL_HEADER_SIZE as usize;
+    while let Some(f) = wal.get_mut(at..at + frame) {
+        let s = wal::wal_checksum(big_endian, seed, &f[..8]);
+        let s = wal::wal_checksum(big_endian, s, &f[FRAME_HEADER_SIZE as usize..]);
+        f[16..20].copy_from_slice(&s.0.to_be_bytes());
+        f[20..24].copy_from_slice(&s.1.to_be_bytes());
+        seed = s;
+        at += frame;
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    let mut data = rest.to_vec();
+    match mode % 3 {
+        0 => {}
+        m => fix_checksums(&mut data, m == 2),
+    }
+    let data = &data[..];
     let hdr = WalHeader::parse(data);
     if let Some(h) = &hdr {
         assert_eq!(
