@@ -158,7 +158,7 @@ impl Body for ChannelBody {
 
 /// The value of query parameter `key` (the first one), percent-decoded, with `+` as a space
 /// (as Go's `url.Query` reads it).
-fn query_param(uri: &Uri, key: &str) -> Result<Option<String>, String> {
+pub(crate) fn query_param(uri: &Uri, key: &str) -> Result<Option<String>, String> {
     for kv in uri.query().unwrap_or("").split('&') {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         if percent_decode(k)? == key {
@@ -200,7 +200,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
 /// The database named by the `name` query parameter, or the 400 response saying what is wrong
 /// with it.
 #[allow(clippy::result_large_err)] // a cold path; the response is built once
-fn db_name_param(uri: &Uri) -> Result<String, Response<ApiBody>> {
+pub(crate) fn db_name_param(uri: &Uri) -> Result<String, Response<ApiBody>> {
     match query_param(uri, "name") {
         Err(e) => Err(text(StatusCode::BAD_REQUEST, format!("bad query: {e}"))),
         Ok(None) => Err(text(StatusCode::BAD_REQUEST, "name required")),

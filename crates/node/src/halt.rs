@@ -122,7 +122,13 @@ fn request(
             return Err(format!("{what}: the answer is too long"));
         }
     }
-    let text = String::from_utf8_lossy(&answer);
+    parse_answer(&what, &answer)
+}
+
+/// The status and trimmed body of the HTTP/1.1 answer `answer` (read to the end of the
+/// connection) to the request `what`.
+pub(crate) fn parse_answer(what: &str, answer: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(answer);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split(' ')
@@ -144,7 +150,7 @@ fn random_id() -> i64 {
 }
 
 /// The position in `POST /halt`'s answer.
-fn halt_pos(body: &str) -> Result<Pos, String> {
+pub(crate) fn halt_pos(body: &str) -> Result<Pos, String> {
     let v: serde_json::Value =
         serde_json::from_str(body).map_err(|e| format!("bad answer {body:?}: {e}"))?;
     let field = |k: &str| {

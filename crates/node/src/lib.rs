@@ -7,6 +7,8 @@
 
 mod api;
 mod apply;
+#[doc(hidden)]
+pub mod fuzzing;
 mod halt;
 pub mod role;
 

@@ -13,7 +13,7 @@ use litefs_ltx::{
     RollingChecksum, TXID,
 };
 
-use crate::db::{Db, FileKind, JournalMode};
+use crate::db::{Db, FileKind, JournalMode, MAX_GROWTH_PAGES};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::recover::{ltx_files, read_ltx};
@@ -239,6 +239,21 @@ impl Db {
                     db: self.name().to_owned(),
                     have: inner.pos,
                     want,
+                });
+            }
+            // No transaction may grow the database by more than a write here may: a commit
+            // size beyond that is refused before anything is written (a snapshot holds every
+            // page it counts, which the decoder has checked).
+            let txns = u32::try_from(h.max_txid.get() - h.min_txid.get() + 1).unwrap_or(u32::MAX);
+            let limit = inner
+                .sums
+                .len()
+                .saturating_add(MAX_GROWTH_PAGES.saturating_mul(txns));
+            if h.commit > limit {
+                return Err(Error::Growth {
+                    db: self.name().to_owned(),
+                    pages: h.commit,
+                    limit,
                 });
             }
         }
@@ -692,5 +707,55 @@ impl Db {
         let max = self.range_from(txid)?;
         let path = self.ltx_dir().join(format_filename(txid, max));
         path.exists().then_some(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use litefs_ltx::{checksum_page, Checksum, Encoder, Header, PageNum, PageSize, TXID};
+
+    use crate::{Error, Store, StoreOptions};
+
+    fn ltx(header: &Header, pages: &[(u32, u8)], post: Checksum) -> Vec<u8> {
+        let mut enc = Encoder::new(Vec::new(), header).unwrap();
+        for &(pgno, fill) in pages {
+            let page = vec![fill; header.page_size.bytes()];
+            enc.encode_page(PageNum::new(pgno).unwrap(), &page).unwrap();
+        }
+        enc.finish(post).unwrap().1
+    }
+
+    /// An incremental file whose header claims a database of `u32::MAX` pages (once sizing the
+    /// checksum table at 32 GiB) is refused before anything is written.
+    #[test]
+    fn an_incremental_file_may_not_claim_an_absurd_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions {
+            data_dir: dir.path().to_owned(),
+            compress: false,
+            strict_verify: false,
+            adopt: Vec::new(),
+        })
+        .unwrap();
+        let db = store.create_db("a.db").unwrap();
+        let ps = PageSize::new(512).unwrap();
+        let page = vec![1u8; ps.bytes()];
+        let post = Checksum::EMPTY_DATABASE.xor(checksum_page(PageNum::ONE, &page));
+        let snapshot = Header::new(ps, 1, TXID::ONE, TXID::ONE);
+        db.apply_ltx_bytes(ltx(&snapshot, &[(1, 1)], post), false)
+            .unwrap();
+
+        let mut h = Header::new(ps, u32::MAX, TXID::new(2), TXID::new(2));
+        h.pre_apply_checksum = post;
+        let err = db
+            .apply_ltx_bytes(ltx(&h, &[(1, 1)], post), false)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Growth { pages: u32::MAX, limit, .. } if limit == 1 + super::MAX_GROWTH_PAGES),
+            "{err}"
+        );
+        assert_eq!(db.pos().txid, TXID::ONE);
     }
 }

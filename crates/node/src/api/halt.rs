@@ -87,7 +87,7 @@ impl Halts {
 
 /// The `Litefs-Id` of the caller, or the 400 answer.
 #[allow(clippy::result_large_err)] // a cold path
-fn peer_of<B>(req: &Request<B>, me: NodeId) -> Result<NodeId, Response<ApiBody>> {
+pub(crate) fn peer_of<B>(req: &Request<B>, me: NodeId) -> Result<NodeId, Response<ApiBody>> {
     match req
         .headers()
         .get(ID_HEADER)
@@ -112,7 +112,7 @@ fn peer_of<B>(req: &Request<B>, me: NodeId) -> Result<NodeId, Response<ApiBody>>
 
 /// Query parameter `key` as a lock id, or the 400 answer.
 #[allow(clippy::result_large_err)] // a cold path
-fn id_param(uri: &hyper::Uri, key: &str) -> Result<i64, Response<ApiBody>> {
+pub(crate) fn id_param(uri: &hyper::Uri, key: &str) -> Result<i64, Response<ApiBody>> {
     match query_param(uri, key) {
         Ok(Some(v)) => v.parse::<i64>().map_err(|_| {
             text(
