@@ -737,6 +737,7 @@ mod tests {
             compress: false,
             strict_verify: false,
             adopt: Vec::new(),
+            retention_max_size: 0,
         })
         .unwrap();
         let db = store.create_db("a.db").unwrap();
