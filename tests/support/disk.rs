@@ -70,19 +70,24 @@ fn fill_dir(dir: &Path) -> PathBuf {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = self.remount("rw");
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-        // The node's temporary directory could not remove its mount point.
-        let _ = fs::remove_dir(&self.dir);
-        if let Some(parent) = self.dir.parent() {
-            let _ = fs::remove_dir_all(parent);
-        }
+        unmount_node_disk(&self.dir);
+    }
+}
+
+/// Unmounts the file system at a node's data directory (lazily if it is busy), then removes the
+/// node's temporary directory, which could not remove its mount point itself.
+fn unmount_node_disk(dir: &Path) {
+    let ok = Command::new("umount")
+        .arg(dir)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+    }
+    let _ = fs::remove_dir(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = fs::remove_dir_all(parent);
     }
 }
 
@@ -186,18 +191,7 @@ impl Ext4 {
 
 impl Drop for Ext4 {
     fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-        let _ = fs::remove_dir(&self.dir);
-        if let Some(parent) = self.dir.parent() {
-            let _ = fs::remove_dir_all(parent);
-        }
+        unmount_node_disk(&self.dir);
     }
 }
 
