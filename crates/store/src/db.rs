@@ -2312,7 +2312,55 @@ impl Db {
         // Files written meanwhile are counted again by the next pass.
         self.ltx_bytes
             .store(total, std::sync::atomic::Ordering::Release);
+        let result = result.and_then(|()| {
+            if max > 0 {
+                self.prune_diverged(max)?;
+            }
+            Ok(())
+        });
         result.map(|()| removed)
+    }
+
+    /// Deletes the oldest sets of `ltx/diverged/` (each the history one snapshot replaced)
+    /// while they take more than `max` bytes, always keeping the newest set: every snapshot
+    /// that replaces a history sets its files aside, and a node that diverges again and again
+    /// must not fill its disk with them.
+    fn prune_diverged(&self, max: u64) -> Result<()> {
+        let dir = self.ltx_dir.join("diverged");
+        let entries = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("read", &dir)(e)),
+        };
+        let mut sets = Vec::new();
+        let mut total = 0u64;
+        for entry in entries {
+            let entry = entry.map_err(Error::io("read", &dir))?;
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_dir() {
+                continue;
+            }
+            let size = fs::read_dir(&path)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok()?.metadata().ok())
+                        .map(|m| m.len())
+                        .sum::<u64>()
+                })
+                .unwrap_or(0);
+            total += size;
+            sets.push((meta.modified().ok(), path, size));
+        }
+        sets.sort();
+        for (_, path, size) in sets.iter().rev().skip(1).rev() {
+            if total <= max {
+                break;
+            }
+            fs::remove_dir_all(path).map_err(Error::io("remove", path))?;
+            tracing::warn!(db = %self.name, removed = %path.display(), "diverged LTX files over data.retention-max-size: the oldest set removed");
+            total -= size;
+        }
+        Ok(())
     }
 
     /// Counts an LTX file of `len` bytes just placed in the LTX folder; past the store's

@@ -590,6 +590,49 @@ mod tests {
     }
 
     #[test]
+    fn diverged_sets_over_the_size_cap_are_deleted_oldest_first_keeping_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 64 << 10;
+        let store = Store::open(StoreOptions {
+            data_dir: dir.path().to_owned(),
+            compress: false,
+            strict_verify: false,
+            adopt: Vec::new(),
+            retention_max_size: cap,
+        })
+        .unwrap();
+        let db = store.create_db("d.db").unwrap();
+        let diverged = db.ltx_dir().join("diverged");
+        // Five sets of 20 KiB each, the oldest first (as snapshots set them aside).
+        let mut names = Vec::new();
+        for i in 0..5u64 {
+            let set = diverged.join(format!("{:016x}-replaced-by-{:016x}", 10 * i + 5, 10 * i));
+            fs::create_dir_all(&set).unwrap();
+            fs::write(set.join("a.ltx"), vec![0u8; 20 << 10]).unwrap();
+            let at = SystemTime::now() - Duration::from_secs(100 - i);
+            fs::File::options()
+                .write(true)
+                .open(&set)
+                .or_else(|_| fs::File::open(&set))
+                .and_then(|f| f.set_modified(at))
+                .unwrap();
+            names.push(set);
+        }
+        store.enforce_retention(Duration::from_secs(3600));
+        let left: Vec<bool> = names.iter().map(|n| n.exists()).collect();
+        // 100 KiB over a 64 KiB cap: the two oldest go.
+        assert_eq!(left, [false, false, true, true, true]);
+
+        // A newest set larger than the cap on its own is kept.
+        let big = diverged.join("big");
+        fs::create_dir_all(&big).unwrap();
+        fs::write(big.join("b.ltx"), vec![0u8; 100 << 10]).unwrap();
+        store.enforce_retention(Duration::from_secs(3600));
+        assert!(big.exists());
+        assert!(names.iter().all(|n| !n.exists()));
+    }
+
+    #[test]
     fn no_size_cap_keeps_files_younger_than_the_retention() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreOptions {
