@@ -445,7 +445,14 @@ impl MountedNode {
         let mut next = 1u64;
         let mut prev_post = Checksum::ZERO;
         for (i, path) in files.iter().enumerate() {
-            let f = fs::File::open(path).unwrap();
+            let f = match fs::File::open(path) {
+                Ok(f) => f,
+                // Retention deleted the oldest files meanwhile: the chain starts later now.
+                Err(e) if pruned && e.kind() == std::io::ErrorKind::NotFound => {
+                    return self.check_ltx_chain(name, pos);
+                }
+                Err(e) => panic!("open {}: {e}", path.display()),
+            };
             let (hdr, trailer, _pages) = litefs_ltx::verify(std::io::BufReader::new(f))
                 .unwrap_or_else(|e| panic!("verify {}: {e}", path.display()));
             if i == 0 && pruned {

@@ -702,3 +702,31 @@ mod tests {
         assert!(!glob_match("/a*a", "/a"));
     }
 }
+
+/// The `__txid` cookie's decoder and encoder, for the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{cookie_value, parse_wanted, Wanted};
+
+    /// What a `__txid` cookie value says.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Cookie {
+        /// LiteFS's form: this transaction of `proxy.db`.
+        Tracked(u64),
+        /// `(name, txid)` pairs.
+        Each(Vec<(String, u64)>),
+    }
+
+    /// Parses a cookie value as a request's is parsed.
+    pub fn parse(value: &str) -> Option<Cookie> {
+        parse_wanted(value).map(|w| match w {
+            Wanted::Tracked(t) => Cookie::Tracked(t),
+            Wanted::Each(v) => Cookie::Each(v),
+        })
+    }
+
+    /// The cookie value a write that moved `touched` sets, `proxy.db` being `tracked`.
+    pub fn encode(tracked: &str, touched: &[(String, u64)]) -> Option<String> {
+        cookie_value(tracked, touched)
+    }
+}
