@@ -196,23 +196,26 @@ fn a_replica_on_a_full_disk_serves_reads_and_catches_up_when_freed() {
             )
             .unwrap();
     }
-    // The replica cannot store them: it stays behind and keeps serving what it has.
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
+    // The replica cannot store them: until it says its disk is full, it stays behind and
+    // keeps serving what it has.
+    let until = Instant::now() + CATCH_UP;
+    while !replica.log().contains("No space left on device") {
         assert_alive(&replica);
         let n = count(&replica, db, None);
         assert!(
             n < 11,
             "the replica applied everything on a full disk ({n} rows)"
         );
+        assert!(
+            Instant::now() < until,
+            "the replica's log does not say the disk is full\n--- log ---\n{}",
+            replica.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_alive(&replica);
+    assert!(count(&replica, db, None) < 11);
     assert_ne!(pos_or_zero(&replica, db), primary.pos(db));
-    assert!(
-        replica.log().contains("No space left on device"),
-        "the replica's log does not say the disk is full\n--- log ---\n{}",
-        replica.log()
-    );
     fs::remove_file(&filler).unwrap();
     let pos = wait_caught_up(&primary, &[&replica], db);
     assert_eq!(count(&replica, db, None), 11);

@@ -192,6 +192,14 @@ pub enum Action {
     StopFollowing,
 }
 
+/// Gives a held lease up at once: no more writes, then the lease goes (the others can take it
+/// at once), then the replicas' streams end (and they look for the new primary).
+fn give_up(h: Held, out: &mut Vec<Action>) {
+    out.push(Action::Fence(true));
+    out.push(Action::Release(h.lease));
+    out.push(Action::StepDown);
+}
+
 /// The role state machine.
 #[derive(Debug)]
 pub struct Machine {
@@ -303,11 +311,7 @@ impl Machine {
         if let Event::Shutdown = event {
             match std::mem::replace(&mut self.phase, Phase::Stopped) {
                 Phase::Primary(h) | Phase::HandingOff(h) => {
-                    // No more writes, then the lease goes (the others can take it at once),
-                    // then the replicas' streams end (and they look for the new primary).
-                    out.push(Action::Fence(true));
-                    out.push(Action::Release(h.lease));
-                    out.push(Action::StepDown);
+                    give_up(h, &mut out);
                 }
                 Phase::Following { .. } => out.push(Action::StopFollowing),
                 _ => {}
@@ -332,11 +336,8 @@ impl Machine {
             self.candidate = false;
             match std::mem::replace(&mut self.phase, Phase::Stopped) {
                 Phase::Primary(h) | Phase::HandingOff(h) => {
-                    // As at shutdown: no more writes, the lease goes, the streams end; then
-                    // this node follows whoever takes it.
-                    out.push(Action::Fence(true));
-                    out.push(Action::Release(h.lease));
-                    out.push(Action::StepDown);
+                    // As at shutdown; then this node follows whoever takes the lease.
+                    give_up(h, &mut out);
                     self.idle(now, None);
                 }
                 other => self.phase = other,

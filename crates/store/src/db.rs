@@ -171,6 +171,18 @@ pub(crate) struct DbOptions {
     pub(crate) ltx_max_bytes: u64,
 }
 
+impl DbOptions {
+    /// Whether SQLite's writes are refused now: a replica, or a primary past its write
+    /// deadline (against the monotonic clock).
+    pub(crate) fn writes_refused(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let deadline = self.write_deadline.load(Ordering::Acquire);
+        let late = deadline != 0
+            && u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX) >= deadline;
+        late || self.readonly.load(Ordering::Acquire)
+    }
+}
+
 /// [`Db`]'s count of the bytes in its LTX folder before the folder was first measured.
 const LTX_BYTES_UNKNOWN: u64 = u64::MAX;
 
@@ -593,18 +605,7 @@ impl Db {
         if self.is_halted() {
             return Ok(());
         }
-        let deadline = self
-            .opts
-            .write_deadline
-            .load(std::sync::atomic::Ordering::Acquire);
-        let late = deadline != 0
-            && u64::try_from(self.opts.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX) >= deadline;
-        if late
-            || self
-                .opts
-                .readonly
-                .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if self.opts.writes_refused() {
             return Err(Error::ReadOnly(self.name.clone()));
         }
         Ok(())

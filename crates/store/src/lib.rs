@@ -15,7 +15,7 @@ mod sums;
 pub mod wal;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -245,9 +245,7 @@ impl Store {
         fs::create_dir_all(&dbs_dir).map_err(Error::io("create", &dbs_dir))?;
         // A data directory that cannot be written (a read-only filesystem) is refused here,
         // naming it, rather than served with every database failing to open.
-        let probe = opts.data_dir.join(".write-check");
-        File::create(&probe)
-            .and_then(|_| fs::remove_file(&probe))
+        fsutil::probe_writable(&opts.data_dir)
             .map_err(Error::io("write to the data directory", &opts.data_dir))?;
         // A process that died may have left LTX files written but not synced; recovery is
         // about to remove the WAL they could be rebuilt from.
@@ -322,9 +320,7 @@ impl Store {
 
     /// Whether SQLite's writes are accepted now: not read-only, and before the write deadline.
     pub fn accepts_writes(&self) -> bool {
-        let deadline = self.opts.write_deadline.load(Ordering::Acquire);
-        let now = u64::try_from(self.opts.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        !self.is_readonly() && (deadline == 0 || now < deadline)
+        !self.opts.writes_refused()
     }
 
     /// True on a replica (see [`Store::set_readonly`]).
@@ -495,6 +491,18 @@ pub fn is_not_found(e: &io::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// A store in `dir`, uncompressed.
+    pub(crate) fn test_store(dir: &Path, strict_verify: bool, retention_max_size: u64) -> Store {
+        Store::open(StoreOptions {
+            data_dir: dir.to_path_buf(),
+            compress: false,
+            strict_verify,
+            adopt: Vec::new(),
+            retention_max_size,
+        })
+        .unwrap()
+    }
+
     /// The LTX files of `db`: (first TXID, bytes), oldest first.
     fn ltx_sizes(db: &Db) -> Vec<(u64, u64)> {
         recover::ltx_files(db.ltx_dir())
@@ -538,14 +546,7 @@ mod tests {
     fn ltx_files_over_the_size_cap_are_deleted_oldest_first_keeping_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let cap = 64 << 10;
-        let store = Store::open(StoreOptions {
-            data_dir: dir.path().to_owned(),
-            compress: false,
-            strict_verify: false,
-            adopt: Vec::new(),
-            retention_max_size: cap,
-        })
-        .unwrap();
+        let store = test_store(dir.path(), false, cap);
         let db = store.create_db("cap.db").unwrap();
         db.create(FileKind::Database).unwrap();
         let mut largest = 0;
@@ -593,14 +594,7 @@ mod tests {
     fn diverged_sets_over_the_size_cap_are_deleted_oldest_first_keeping_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let cap = 64 << 10;
-        let store = Store::open(StoreOptions {
-            data_dir: dir.path().to_owned(),
-            compress: false,
-            strict_verify: false,
-            adopt: Vec::new(),
-            retention_max_size: cap,
-        })
-        .unwrap();
+        let store = test_store(dir.path(), false, cap);
         let db = store.create_db("d.db").unwrap();
         let diverged = db.ltx_dir().join("diverged");
         // Five sets of 20 KiB each, the oldest first (as snapshots set them aside).
@@ -635,14 +629,7 @@ mod tests {
     #[test]
     fn no_size_cap_keeps_files_younger_than_the_retention() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreOptions {
-            data_dir: dir.path().to_owned(),
-            compress: false,
-            strict_verify: false,
-            adopt: Vec::new(),
-            retention_max_size: 0,
-        })
-        .unwrap();
+        let store = test_store(dir.path(), false, 0);
         let db = store.create_db("all.db").unwrap();
         db.create(FileKind::Database).unwrap();
         for i in 0..20u64 {
@@ -658,14 +645,7 @@ mod tests {
     #[test]
     fn writes_are_refused_once_the_write_deadline_has_passed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreOptions {
-            data_dir: dir.path().to_path_buf(),
-            compress: false,
-            strict_verify: true,
-            adopt: Vec::new(),
-            retention_max_size: 0,
-        })
-        .unwrap();
+        let store = test_store(dir.path(), true, 0);
         let db = store.create_db("a.db").unwrap();
         let page = vec![0u8; 4096];
         let now = std::time::Instant::now();

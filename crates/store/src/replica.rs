@@ -716,7 +716,7 @@ mod tests {
 
     use litefs_ltx::{checksum_page, Checksum, Encoder, Header, PageNum, PageSize, TXID};
 
-    use crate::{Error, Store, StoreOptions};
+    use crate::Error;
 
     fn ltx(header: &Header, pages: &[(u32, u8)], post: Checksum) -> Vec<u8> {
         let mut enc = Encoder::new(Vec::new(), header).unwrap();
@@ -732,14 +732,7 @@ mod tests {
     #[test]
     fn an_incremental_file_may_not_claim_an_absurd_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreOptions {
-            data_dir: dir.path().to_owned(),
-            compress: false,
-            strict_verify: false,
-            adopt: Vec::new(),
-            retention_max_size: 0,
-        })
-        .unwrap();
+        let store = crate::tests::test_store(dir.path(), false, 0);
         let db = store.create_db("a.db").unwrap();
         let ps = PageSize::new(512).unwrap();
         let page = vec![1u8; ps.bytes()];
